@@ -1,0 +1,57 @@
+# Podgraft developer commands. `make run` and `make test` are the two commands of the README.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8443
+
+.PHONY: run test lint typecheck unit integration e2e chart bench certs clean venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.lock requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+certs/tls.crt: | $(STAMP)
+	$(BIN)/podgraft certs generate --service podgraft --namespace podgraft --out certs
+
+certs: certs/tls.crt
+
+run: $(STAMP) certs/tls.crt
+	$(BIN)/podgraft serve --host $(HOST) --port $(PORT) --policies examples/policies \
+		--tls-cert certs/tls.crt --tls-key certs/tls.key
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy app
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit tests/golden
+
+integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+chart: $(STAMP)
+	$(BIN)/pytest -q tests/chart
+
+# Every tier: lint, types, then all tests (unit, golden, property, integration, chart, e2e).
+test: lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
