@@ -16,7 +16,7 @@ fi
 k8s_version="$(awk '/^require k8s.io\/kubernetes /{print $3}' "${here}/kube-apiserver/go.mod")"
 etcd_version="$(awk '/^require go.etcd.io\/etcd\/server\/v3 /{print $3}' "${here}/etcd/go.mod")"
 go_version="$(go env GOVERSION)"
-cache="${PODGRAFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podgraft}/controlplane/k8s-${k8s_version}_etcd-${etcd_version}_${go_version}"
+cache="${PODGRAFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podgraft}/controlplane/k8s-${k8s_version}_etcd-${etcd_version}_${go_version}_v2"
 
 if [[ -x "${cache}/kube-apiserver" && -x "${cache}/etcd" ]]; then
   echo "${cache}"
@@ -26,8 +26,13 @@ fi
 mkdir -p "${cache}"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 start=$(date +%s)
+minor="$(echo "${k8s_version}" | cut -d. -f2)"
+pkg=k8s.io/component-base/version
+version_flags="-X ${pkg}.gitVersion=${k8s_version} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
+
 (cd "${here}/etcd" && go build -trimpath -ldflags='-s -w' -o "${cache}/etcd.tmp" go.etcd.io/etcd/server/v3) >&2
-(cd "${here}/kube-apiserver" && go build -trimpath -ldflags='-s -w' -o "${cache}/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver) >&2
+(cd "${here}/kube-apiserver" && go build -trimpath \
+  -ldflags="-s -w ${version_flags}" -o "${cache}/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver) >&2
 mv "${cache}/etcd.tmp" "${cache}/etcd"
 mv "${cache}/kube-apiserver.tmp" "${cache}/kube-apiserver"
 echo "built kube-apiserver ${k8s_version} and etcd ${etcd_version} in $(( $(date +%s) - start ))s" >&2

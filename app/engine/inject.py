@@ -1,0 +1,134 @@
+"""The pure core used by both the webhook and `podgraft inject`.
+
+`inject_pod` (Pod CREATE) and `graft_ephemeral` (pods/ephemeralcontainers UPDATE) take the raw
+pod dict and an immutable `PolicySet` and return an `InjectionResult`: the JSON Patch, the
+warnings, a denial if a required policy cannot be honoured, and one decision per policy.
+
+Algorithm of `inject_pod`:
+1. drop `managedFields`; select the policies (`select.select_policies`);
+2. render each selected policy's templates against this pod; a render error drops that policy
+   with a warning, or denies the pod when the policy is required;
+3. apply the rendered policies, in selection order, to a copy of the pod (`mutate.mutate_pod`);
+4. diff the original against the copy (`patch.create_patch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.engine.mutate import mutate_ephemeral, mutate_pod
+from app.engine.patch import create_patch, without_managed_fields
+from app.engine.policyset import CompiledPolicy, PolicySet
+from app.engine.render import RenderError, pod_context, render_tree
+from app.engine.select import Decision, EngineConfig, Selection, select_policies
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionResult:
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    denial: str | None = None
+    decisions: tuple[Decision, ...] = ()
+    injected: tuple[str, ...] = ()  # names of the policies applied by this patch
+    skip_reason: str | None = None
+    skip_code: str | None = None
+    mutated: Mapping[str, Any] | None = None  # the pod after the patch (None when unchanged)
+
+
+def _render_all(
+    pod: Mapping[str, Any], namespace: str, policies: tuple[CompiledPolicy, ...]
+) -> tuple[list[tuple[CompiledPolicy, Mapping[str, Any]]], list[str], str | None, list[Decision]]:
+    rendered: list[tuple[CompiledPolicy, Mapping[str, Any]]] = []
+    warnings: list[str] = []
+    denial: str | None = None
+    failed: list[Decision] = []
+    for policy in policies:
+        if not policy.templated:
+            rendered.append((policy, policy.spec))
+            continue
+        context = pod_context(pod=pod, namespace=namespace, parameters=policy.model.spec.parameters,
+                              policy_name=policy.name)
+        try:
+            rendered.append((policy, render_tree(policy.spec, context)))
+        except RenderError as exc:
+            message = f"policy {policy.name!r} could not be rendered for this pod: {exc}"
+            if policy.required:
+                denial = denial or f"podgraft: required {message}"
+            warnings.append(f"podgraft: {message}; not injected")
+            failed.append(Decision(policy.name, False, f"render error: {exc}"))
+    return rendered, warnings, denial, failed
+
+
+def _replace_decisions(selection: Selection, failed: list[Decision]) -> tuple[Decision, ...]:
+    by_name = {d.policy: d for d in failed}
+    return tuple(by_name.get(d.policy, d) for d in selection.decisions)
+
+
+def inject_pod(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    policies: PolicySet,
+    config: EngineConfig,
+    explain: bool = False,
+) -> InjectionResult:
+    """Decide, render, mutate and diff one pod on CREATE (see the module docstring)."""
+    original = without_managed_fields(pod)
+    selection = select_policies(original, namespace=namespace, namespace_labels=namespace_labels,
+                                policies=policies, config=config, explain=explain)
+    if selection.skip_reason is not None:
+        return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
+    rendered, warnings, denial, failed = _render_all(original, namespace, selection.policies)
+    decisions = _replace_decisions(selection, failed)
+    denial = selection.denial or denial
+    all_warnings = [*selection.warnings, *warnings]
+    if denial is not None or not rendered:
+        return InjectionResult(warnings=tuple(all_warnings), denial=denial, decisions=decisions)
+    mutated, outcome = mutate_pod(original, rendered, config=config, previous_status=selection.injected)
+    all_warnings += outcome.warnings
+    if outcome.denial is not None:
+        return InjectionResult(warnings=tuple(all_warnings), denial=outcome.denial, decisions=decisions)
+    return InjectionResult(
+        patch=create_patch(original, mutated),
+        warnings=tuple(all_warnings),
+        decisions=decisions,
+        injected=tuple(p.name for p in outcome.injected),
+        mutated=mutated,
+    )
+
+
+def graft_ephemeral(
+    pod: Mapping[str, Any],
+    old_pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    policies: PolicySet,
+    config: EngineConfig,
+) -> InjectionResult:
+    """Apply the `ephemeral` rules of the policies that select this pod to its new ephemeral containers."""
+    original = without_managed_fields(pod)
+    selection = select_policies(original, namespace=namespace, namespace_labels=namespace_labels,
+                                policies=policies, config=config, ignore_status=True)
+    if selection.skip_reason is not None:
+        return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
+    with_rules = tuple(p for p in selection.policies if not p.model.spec.ephemeral.is_empty())
+    rendered, warnings, denial, failed = _render_all(original, namespace, with_rules)
+    rules = [(policy, spec.get("ephemeral", {})) for policy, spec in rendered]
+    decisions = _replace_decisions(selection, failed)
+    mutated, outcome = mutate_ephemeral(original, old_pod, rules)
+    all_warnings = (*warnings, *outcome.warnings)
+    denial = denial or outcome.denial
+    if denial is not None:
+        return InjectionResult(warnings=all_warnings, denial=denial, decisions=decisions)
+    patch = create_patch(original, mutated)
+    return InjectionResult(
+        patch=patch,
+        warnings=all_warnings,
+        decisions=decisions,
+        injected=tuple(p.name for p in outcome.injected) if patch else (),
+        mutated=mutated if patch else None,
+    )

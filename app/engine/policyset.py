@@ -1,0 +1,153 @@
+"""Compiled policies and the immutable `PolicySet` the engine reads.
+
+A policy is compiled once when it is loaded: templates pre-parsed, its content hash computed, its
+match rules indexed. Selection then looks up by requested name (a dict) and only evaluates the
+match rules of policies that could fit the pod (indexed by one annotation or label key), so the
+cost of a request does not grow with the number of loaded policies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from app.engine.render import compile_tree, has_templates
+from app.policy.model import InjectionPolicy, LabelSelector
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """One validated policy, ready to render: `spec` holds compiled templates."""
+
+    name: str
+    source: str  # where it came from: "file.yaml" or "configmap ns/name key"
+    model: InjectionPolicy
+    spec: Mapping[str, Any]
+    content_hash: str
+    templated: bool
+
+    @property
+    def required(self) -> bool:
+        return self.model.spec.required
+
+
+def content_hash(policy: InjectionPolicy) -> str:
+    """A short, stable hash of what the policy injects (name + spec), recorded in the status annotation."""
+    canonical = orjson.dumps(
+        {"name": policy.metadata.name, "spec": policy.spec.model_dump(mode="json", by_alias=True)},
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def compile_policy(policy: InjectionPolicy, *, source: str) -> CompiledPolicy:
+    """Pre-parse templates and hash the policy. Raises `RenderError` on a template syntax error."""
+    raw = policy.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    compiled = compile_tree(raw)
+    return CompiledPolicy(
+        name=policy.metadata.name,
+        source=source,
+        model=policy,
+        spec=MappingProxyType(compiled),
+        content_hash=content_hash(policy),
+        templated=has_templates(compiled),
+    )
+
+
+def _index_key(policy: InjectionPolicy) -> tuple[str, str] | None:
+    """A key every pod matched by this policy must carry, to narrow the candidates per request."""
+    match = policy.spec.match
+    if match is None or match.is_empty():
+        return None
+    if match.annotations:
+        return ("annotation", min(match.annotations))
+    if match.labels.match_labels:
+        return ("label", min(match.labels.match_labels))
+    for requirement in match.labels.match_expressions:
+        if requirement.operator in ("In", "Exists"):
+            return ("label", requirement.key)
+    return ("scan", "")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """An immutable set of compiled policies, indexed for selection. Swapped whole, never edited."""
+
+    by_name: Mapping[str, CompiledPolicy] = field(default_factory=dict)
+    by_annotation_key: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
+    by_label_key: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
+    scan: tuple[CompiledPolicy, ...] = ()
+
+    @classmethod
+    def build(cls, policies: Iterable[CompiledPolicy]) -> PolicySet:
+        by_name: dict[str, CompiledPolicy] = {}
+        annotations: dict[str, list[CompiledPolicy]] = {}
+        labels: dict[str, list[CompiledPolicy]] = {}
+        scan: list[CompiledPolicy] = []
+        for policy in sorted(policies, key=lambda p: p.name):
+            by_name[policy.name] = policy
+            key = _index_key(policy.model)
+            if key is None:
+                continue
+            if key[0] == "annotation":
+                annotations.setdefault(key[1], []).append(policy)
+            elif key[0] == "label":
+                labels.setdefault(key[1], []).append(policy)
+            else:
+                scan.append(policy)
+        return cls(
+            by_name=MappingProxyType(by_name),
+            by_annotation_key=MappingProxyType({k: tuple(v) for k, v in annotations.items()}),
+            by_label_key=MappingProxyType({k: tuple(v) for k, v in labels.items()}),
+            scan=tuple(scan),
+        )
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def match_candidates(
+        self, annotations: Mapping[str, str], labels: Mapping[str, str]
+    ) -> list[CompiledPolicy]:
+        """Policies whose match rules *could* fit: those indexed by a key the pod has, plus unindexable ones."""
+        found: dict[str, CompiledPolicy] = {}
+        _collect(self.by_annotation_key, annotations, found)
+        _collect(self.by_label_key, labels, found)
+        for policy in self.scan:
+            found[policy.name] = policy
+        return [found[name] for name in sorted(found)]
+
+
+def _collect(
+    index: Mapping[str, tuple[CompiledPolicy, ...]], keys: Mapping[str, str], found: dict[str, CompiledPolicy]
+) -> None:
+    """Add the policies indexed under any of `keys`, iterating over whichever side is smaller."""
+    if len(index) > len(keys):
+        hits = (policy for key in keys for policy in index.get(key, ()))
+    else:
+        hits = (policy for key, policies in index.items() if key in keys for policy in policies)
+    for policy in hits:
+        found[policy.name] = policy
+
+
+def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels AND every matchExpression)."""
+    for key, value in selector.match_labels.items():
+        if labels.get(key) != value:
+            return False
+    for requirement in selector.match_expressions:
+        present = requirement.key in labels
+        value = labels.get(requirement.key)
+        if requirement.operator == "In" and (not present or value not in requirement.values):
+            return False
+        if requirement.operator == "NotIn" and present and value in requirement.values:
+            return False
+        if requirement.operator == "Exists" and not present:
+            return False
+        if requirement.operator == "DoesNotExist" and present:
+            return False
+    return True

@@ -1,0 +1,127 @@
+"""Policy templates: compiled once at load, rendered per pod in a Jinja2 immutable sandbox.
+
+Only strings *in the policy* are templates. Values that come from the pod (its name, labels,
+annotations, ...) are data handed to the template; they are never compiled, so nothing a pod
+author writes can execute. The sandbox blocks attribute access to internals (`__class__`, ...),
+mutation of the context, huge ranges, huge string repetition and oversize output.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+MAX_OUTPUT_CHARS = 64 * 1024
+MAX_REPEAT = 64 * 1024
+
+
+class RenderError(ValueError):
+    """A template that could not be compiled or rendered for this pod."""
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        if op == "**":
+            if isinstance(right, int) and abs(right) > 64:
+                raise SecurityError("exponent too large")
+            return operator.pow(left, right)
+        if isinstance(left, int) and isinstance(right, int):
+            return left * right
+        count = right if isinstance(right, int) else left
+        if isinstance(count, int) and count > MAX_REPEAT:
+            raise SecurityError("repetition too large")
+        return operator.mul(left, right)
+
+
+_ENV = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def _is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One compiled template string and its source (for messages)."""
+
+    source: str
+    render: Callable[..., str]
+
+
+def compile_tree(value: Any, path: str = "spec") -> Any:
+    """Replace every template string in a JSON-like tree with a compiled `Template`.
+
+    Raises `RenderError` naming the path when a template does not compile.
+    """
+    if isinstance(value, str):
+        if not _is_template(value):
+            return value
+        try:
+            return Template(source=value, render=_ENV.from_string(value).render)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(f"{path}: template syntax error: {exc.message}") from None
+    if isinstance(value, dict):
+        return {key: compile_tree(item, f"{path}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [compile_tree(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    return value
+
+
+def has_templates(value: Any) -> bool:
+    if isinstance(value, Template):
+        return True
+    if isinstance(value, dict):
+        return any(has_templates(item) for item in value.values())
+    if isinstance(value, list):
+        return any(has_templates(item) for item in value)
+    return False
+
+
+def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render a compiled tree into a fresh JSON-like tree (template-free subtrees are copied)."""
+    if isinstance(value, Template):
+        try:
+            text = value.render(**context)
+        except jinja2.UndefinedError as exc:
+            raise RenderError(f"template {value.source!r}: {exc.message}") from None
+        except SecurityError as exc:
+            raise RenderError(f"template {value.source!r}: refused by the sandbox: {exc}") from None
+        except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as exc:
+            raise RenderError(f"template {value.source!r}: {type(exc).__name__}: {exc}") from None
+        if len(text) > MAX_OUTPUT_CHARS:
+            raise RenderError(f"template {value.source!r}: output longer than {MAX_OUTPUT_CHARS} characters")
+        return text
+    if isinstance(value, dict):
+        return {key: render_tree(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render_tree(item, context) for item in value]
+    return value
+
+
+def pod_context(
+    *, pod: Mapping[str, Any], namespace: str, parameters: Mapping[str, Any], policy_name: str
+) -> dict[str, Any]:
+    """The values a template may use. `pod.name` falls back to the `generateName` prefix."""
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    name = metadata.get("name") or ""
+    generate_name = metadata.get("generateName") or ""
+    return {
+        "pod": {
+            "name": name or generate_name.rstrip("-") or "",
+            "generateName": generate_name,
+            "namespace": namespace,
+            "labels": dict(metadata.get("labels") or {}),
+            "annotations": dict(metadata.get("annotations") or {}),
+            "serviceAccount": spec.get("serviceAccountName") or spec.get("serviceAccount") or "default",
+        },
+        "params": dict(parameters),
+        "policy": {"name": policy_name},
+    }

@@ -1,0 +1,217 @@
+"""Which policies apply to a pod: one pure decision function, `select_policies`.
+
+Precedence, first hit wins for the whole pod:
+
+1. the namespace is never injected (system namespaces and Podgraft's own);
+2. the namespace is not opted in (only checked when its labels are known: cluster mode keeps a
+   namespace cache; otherwise the webhook configuration's namespaceSelector is trusted);
+3. the pod is a static (mirror) pod, which the kubelet owns and the API cannot change;
+4. the pod opts out with `podgraft.io/inject: "false"` - nothing is injected, matching policies neither.
+
+Then per policy, for the union of the policies the pod requests by name (in the order given) and the
+policies whose `match` rules fit it (by name):
+
+5. a requested name that no policy has is a warning;
+6. a policy whose `namespaceSelector` does not fit the namespace is refused with a warning, or
+   denies the pod when the policy is `required`;
+7. a policy already recorded in the status annotation with the same content hash is skipped
+   (that is what makes reinvocation and re-admission of an injected pod a no-op);
+8. everything left is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.engine.policyset import CompiledPolicy, PolicySet, selector_matches
+from app.policy.model import DNS1123_LABEL, Match
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+METADATA_NAME_LABEL = "kubernetes.io/metadata.name"
+OPT_OUT_VALUES = frozenset(["false", "no", "off", "disabled"])
+ENABLE_VALUES = frozenset(["", "true", "yes", "on", "enabled"])
+MAX_REQUESTED = 32
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """The engine's view of the settings: names and defaults, nothing else."""
+
+    inject_annotation: str = "podgraft.io/inject"
+    status_annotation: str = "podgraft.io/status"
+    namespace_label: str = "podgraft.io/injection"
+    never_namespaces: frozenset[str] = frozenset(
+        ["kube-system", "kube-public", "kube-node-lease", "podgraft"]
+    )
+    sidecar_mode: str = "auto"  # native | classic | auto
+    native_sidecars_supported: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happened to one policy, and why (for warnings, metrics and `inject --explain`)."""
+
+    policy: str
+    applied: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    policies: tuple[CompiledPolicy, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+    warnings: tuple[str, ...] = ()
+    skip_reason: str | None = None  # the whole pod is left alone, and why
+    skip_code: str | None = None  # short metric label for skip_reason
+    denial: str | None = None  # a required policy cannot be honoured
+    injected: Mapping[str, str] = field(default_factory=dict)  # from the status annotation: name -> hash
+
+
+def read_status(annotations: Mapping[str, Any], key: str) -> dict[str, str]:
+    """Policies recorded as injected in the status annotation (name -> hash). Garbage reads as empty."""
+    raw = annotations.get(key)
+    if not isinstance(raw, str) or not raw:
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    entries = data.get("policies") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return {}
+    return {
+        entry["name"]: entry["hash"]
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("hash"), str)
+    }
+
+
+def requested_names(value: str) -> tuple[list[str], list[str]]:
+    """Split the request annotation into policy names, and warnings for names that cannot be policies."""
+    names: list[str] = []
+    warnings: list[str] = []
+    for raw in value.split(","):
+        name = raw.strip()
+        if name.lower() in ENABLE_VALUES or name in names:
+            continue
+        if not DNS1123_LABEL.match(name):
+            warnings.append(f"podgraft: {name[:64]!r} is not a valid policy name; ignored")
+            continue
+        names.append(name)
+    if len(names) > MAX_REQUESTED:
+        warnings.append(f"podgraft: only the first {MAX_REQUESTED} requested policies are considered")
+        names = names[:MAX_REQUESTED]
+    return names, warnings
+
+
+def match_fits(match: Match | None, annotations: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """True when a policy's `match` rules select the pod. No rules: never selected implicitly."""
+    if match is None or match.is_empty():
+        return False
+    if any(annotations.get(key) != value for key, value in match.annotations.items()):
+        return False
+    return selector_matches(match.labels, labels)
+
+
+def _string_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _pod_skip(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    annotations: Mapping[str, str],
+    config: EngineConfig,
+) -> tuple[str, str] | None:
+    """Steps 1-4: a reason (code, text) to leave the whole pod alone, or None."""
+    if namespace in config.never_namespaces:
+        return "namespace-excluded", f"namespace {namespace!r} is never injected"
+    if namespace_labels is not None:
+        opt_in = namespace_labels.get(config.namespace_label)
+        if opt_in != "enabled":
+            state = "opted out" if opt_in == "disabled" else "not opted in"
+            return (
+                "namespace-not-enabled",
+                f"namespace {namespace!r} is {state} (label {config.namespace_label}=enabled)",
+            )
+    if MIRROR_ANNOTATION in annotations:
+        return "mirror-pod", "static (mirror) pods are managed by the kubelet and never injected"
+    if annotations.get(config.inject_annotation, "").strip().lower() in OPT_OUT_VALUES:
+        return "opt-out", f"the pod opts out ({config.inject_annotation}: false)"
+    return None
+
+
+def select_policies(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    policies: PolicySet,
+    config: EngineConfig,
+    ignore_status: bool = False,
+    explain: bool = False,
+) -> Selection:
+    """Decide which policies apply to `pod` (see the module docstring for the precedence).
+
+    `namespace_labels` is None when the namespace's labels are unknown (no namespace cache).
+    `ignore_status` keeps already-injected policies (used for ephemeral-container updates).
+    `explain` also records a decision for every policy that was not a candidate (costs a full scan).
+    """
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    annotations = _string_map(metadata.get("annotations"))
+    labels = _string_map(metadata.get("labels"))
+
+    skip = _pod_skip(pod, namespace=namespace, namespace_labels=namespace_labels,
+                     annotations=annotations, config=config)
+    if skip is not None:
+        return Selection(skip_code=skip[0], skip_reason=skip[1])
+
+    names, warnings = requested_names(annotations.get(config.inject_annotation, ""))
+    decisions: list[Decision] = []
+    candidates: dict[str, tuple[CompiledPolicy, str]] = {}
+    for name in names:
+        policy = policies.by_name.get(name)
+        if policy is None:
+            warnings.append(f"podgraft: requested policy {name!r} does not exist; nothing injected for it")
+            decisions.append(Decision(name, False, "requested, but no such policy"))
+        else:
+            candidates[name] = (policy, f"requested by {config.inject_annotation}")
+    for policy in policies.match_candidates(annotations, labels):
+        if policy.name not in candidates and match_fits(policy.model.spec.match, annotations, labels):
+            candidates[policy.name] = (policy, "selected by its match rules")
+
+    scope_labels = dict(namespace_labels or {})
+    scope_labels.setdefault(METADATA_NAME_LABEL, namespace)
+    injected = {} if ignore_status else read_status(annotations, config.status_annotation)
+    chosen: list[CompiledPolicy] = []
+    denial: str | None = None
+    for name, (policy, why) in candidates.items():
+        selector = policy.model.spec.namespace_selector
+        if selector is not None and not selector_matches(selector, scope_labels):
+            message = f"policy {name!r} may not be used in namespace {namespace!r} (namespaceSelector)"
+            if policy.required:
+                denial = denial or f"podgraft: required {message}"
+            warnings.append(f"podgraft: {message}; not injected")
+            decisions.append(Decision(name, False, f"{why}; {message}"))
+        elif injected.get(name) == policy.content_hash:
+            decisions.append(Decision(name, False, f"{why}; already injected (hash {policy.content_hash})"))
+        else:
+            chosen.append(policy)
+            decisions.append(Decision(name, True, why))
+    for name in sorted(set(policies.by_name) - set(candidates)) if explain else ():
+        decisions.append(Decision(name, False, "not requested and its match rules do not fit"))
+    return Selection(
+        policies=tuple(chosen),
+        decisions=tuple(decisions),
+        warnings=tuple(warnings),
+        denial=denial,
+        injected=injected,
+    )

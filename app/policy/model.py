@@ -1,0 +1,307 @@
+"""The `InjectionPolicy` schema: pydantic models that reject unknown fields and name the bad one.
+
+A policy is validated once, when it is loaded; the engine then works on the validated, frozen
+model and on plain dicts produced from it (`model_dump(by_alias=True, exclude_none=True)`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+API_VERSION = "podgraft.io/v1alpha1"
+KIND = "InjectionPolicy"
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+class PolicyError(ValueError):
+    """A policy document that cannot be used, with the location of the problem."""
+
+
+def check_label_key(key: str) -> str:
+    """Validate a Kubernetes label/annotation key (`[prefix/]name`)."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        raise ValueError(f"key {key!r}: prefix must be a DNS subdomain")
+    if len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        raise ValueError(f"key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.'")
+    return key
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _Open(BaseModel):
+    """Kubernetes sub-objects we do not model field by field: validated by the apiserver schema."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class LabelSelectorRequirement(_Strict):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(_Strict):
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, alias="matchExpressions")
+
+
+class Match(_Strict):
+    """Rules that select a pod without the pod asking. Every given rule must fit (AND)."""
+
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: LabelSelector = Field(default_factory=LabelSelector)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _plain_map_is_match_labels(cls, value: object) -> object:
+        # `labels: {app: web}` is shorthand for `labels: {matchLabels: {app: web}}`.
+        if isinstance(value, dict) and not set(value) <= {"matchLabels", "matchExpressions"}:
+            return {"matchLabels": value}
+        return value
+
+    def is_empty(self) -> bool:
+        return not (self.annotations or self.labels.match_labels or self.labels.match_expressions)
+
+
+class EnvVar(_Strict):
+    name: str
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(default=None, alias="valueFrom")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(f"env name {value!r} must match {_ENV_NAME.pattern}")
+        return value
+
+
+class VolumeMount(_Strict):
+    name: str
+    mount_path: str = Field(alias="mountPath")
+    read_only: bool | None = Field(default=None, alias="readOnly")
+    sub_path: str | None = Field(default=None, alias="subPath")
+    sub_path_expr: str | None = Field(default=None, alias="subPathExpr")
+    mount_propagation: str | None = Field(default=None, alias="mountPropagation")
+    recursive_read_only: str | None = Field(default=None, alias="recursiveReadOnly")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"mountPath {value!r} must be absolute")
+        return value
+
+
+class ContainerPort(_Strict):
+    container_port: int = Field(alias="containerPort", ge=1, le=65535)
+    name: str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] | None = None
+    host_port: int | None = Field(default=None, alias="hostPort", ge=1, le=65535)
+    host_ip: str | None = Field(default=None, alias="hostIP")
+
+
+class Container(_Strict):
+    """core/v1 Container. Top-level fields are checked by name; nested objects by the apiserver."""
+
+    name: str
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    args: list[str] | None = None
+    working_dir: str | None = Field(default=None, alias="workingDir")
+    ports: list[ContainerPort] | None = None
+    env_from: list[dict[str, Any]] | None = Field(default=None, alias="envFrom")
+    env: list[EnvVar] | None = None
+    resources: dict[str, Any] | None = None
+    resize_policy: list[dict[str, Any]] | None = Field(default=None, alias="resizePolicy")
+    restart_policy: Literal["Always"] | None = Field(default=None, alias="restartPolicy")
+    restart_policy_rules: list[dict[str, Any]] | None = Field(default=None, alias="restartPolicyRules")
+    volume_mounts: list[VolumeMount] | None = Field(default=None, alias="volumeMounts")
+    volume_devices: list[dict[str, Any]] | None = Field(default=None, alias="volumeDevices")
+    liveness_probe: dict[str, Any] | None = Field(default=None, alias="livenessProbe")
+    readiness_probe: dict[str, Any] | None = Field(default=None, alias="readinessProbe")
+    startup_probe: dict[str, Any] | None = Field(default=None, alias="startupProbe")
+    lifecycle: dict[str, Any] | None = None
+    termination_message_path: str | None = Field(default=None, alias="terminationMessagePath")
+    termination_message_policy: Literal["File", "FallbackToLogsOnError"] | None = Field(
+        default=None, alias="terminationMessagePolicy"
+    )
+    image_pull_policy: Literal["Always", "Never", "IfNotPresent"] | None = Field(
+        default=None, alias="imagePullPolicy"
+    )
+    security_context: dict[str, Any] | None = Field(default=None, alias="securityContext")
+    stdin: bool | None = None
+    stdin_once: bool | None = Field(default=None, alias="stdinOnce")
+    tty: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DNS1123_LABEL.match(value):
+            raise ValueError(f"container name {value!r} must be a DNS-1123 label")
+        return value
+
+
+class Volume(_Open):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DNS1123_LABEL.match(value):
+            raise ValueError(f"volume name {value!r} must be a DNS-1123 label")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        sources = [key for key in (self.model_extra or {}) if key != "name"]
+        if len(sources) != 1:
+            raise ValueError(f"volume {self.name!r} must have exactly one source (emptyDir, configMap, ...)")
+        return self
+
+
+class LocalObjectReference(_Strict):
+    name: str
+
+
+class EphemeralRules(_Strict):
+    """Rules for containers added by `kubectl debug` (the pods/ephemeralcontainers subresource)."""
+
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, alias="volumeMounts")
+    env: list[EnvVar] = Field(default_factory=list)
+    allowed_images: list[str] = Field(default_factory=list, alias="allowedImages")
+
+    def is_empty(self) -> bool:
+        return not (self.volume_mounts or self.env or self.allowed_images)
+
+
+class PolicySpec(_Strict):
+    required: bool = False  # a failure to apply denies the pod instead of admitting it without the policy
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    match: Match | None = None
+    namespace_selector: LabelSelector | None = Field(default=None, alias="namespaceSelector")
+    init_containers: list[Container] = Field(default_factory=list, alias="initContainers")
+    init_container_position: Literal["first", "last"] = Field(default="first", alias="initContainerPosition")
+    sidecars: list[Container] = Field(default_factory=list)
+    sidecar_mode: Literal["native", "classic", "auto"] | None = Field(default=None, alias="sidecarMode")
+    containers: list[Container] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, alias="volumeMounts")
+    env: list[EnvVar] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, alias="imagePullSecrets")
+    ephemeral: EphemeralRules = Field(default_factory=EphemeralRules)
+
+    @field_validator("annotations", "labels")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            check_label_key(key)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_values(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if ("{{" not in item) and (len(item) > 63 or not _LABEL_VALUE.match(item)):
+                raise ValueError(f"label {key!r}: value {item!r} is not a valid label value")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicySpec:
+        helpers = [*self.init_containers, *self.sidecars, *self.containers]
+        names = [c.name for c in helpers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"container names must be unique within a policy: {', '.join(duplicates)}")
+        volumes = [v.name for v in self.volumes]
+        if len(set(volumes)) != len(volumes):
+            raise ValueError("volume names must be unique within a policy")
+        for container in self.sidecars:
+            if container.restart_policy is not None:
+                raise ValueError(
+                    f"sidecar {container.name!r}: leave restartPolicy out, sidecarMode decides it"
+                )
+        for container in self.init_containers:
+            if container.restart_policy is not None:
+                raise ValueError(
+                    f"initContainer {container.name!r}: restartPolicy Always makes it a sidecar; "
+                    "put it under spec.sidecars"
+                )
+        if not (helpers or self.volumes or self.volume_mounts or self.env or self.annotations or self.labels
+                or self.image_pull_secrets or not self.ephemeral.is_empty()):
+            raise ValueError("the policy injects nothing: give at least one of initContainers, sidecars, "
+                             "containers, volumes, volumeMounts, env, annotations, labels, "
+                             "imagePullSecrets or ephemeral")
+        return self
+
+
+class Metadata(_Strict):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DNS1123_LABEL.match(value):
+            raise ValueError(f"policy name {value!r} must be a DNS-1123 label (lower case, digits, '-')")
+        return value
+
+
+class InjectionPolicy(_Strict):
+    api_version: Literal["podgraft.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["InjectionPolicy"]
+    metadata: Metadata
+    spec: PolicySpec
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming the field by its path in the document (`spec.sidecars[0].image`)."""
+    lines = []
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif part in ("function-after", "function-before") or str(part).startswith(("function-", "dict[")):
+                continue
+            else:
+                path += f".{part}" if path else str(part)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{path or '(document)'}: {message}")
+    return "; ".join(lines)
+
+
+def parse_policy(document: object) -> InjectionPolicy:
+    """Validate one decoded YAML document. Raises `PolicyError` naming policy and field."""
+    if not isinstance(document, dict):
+        raise PolicyError(f"expected a mapping (an InjectionPolicy document), got {type(document).__name__}")
+    name = document.get("metadata", {}).get("name") if isinstance(document.get("metadata"), dict) else None
+    try:
+        return InjectionPolicy.model_validate(document)
+    except ValidationError as exc:
+        where = f"policy {name!r}: " if isinstance(name, str) else ""
+        raise PolicyError(where + format_validation_error(exc)) from None
