@@ -98,7 +98,7 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
         if len(text) > MAX_OUTPUT_CHARS:
             raise RenderError(f"template {value.source!r}: output longer than {MAX_OUTPUT_CHARS} characters")
         return text
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {key: render_tree(item, context) for key, item in value.items()}
     if isinstance(value, list):
         return [render_tree(item, context) for item in value]

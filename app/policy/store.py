@@ -9,7 +9,7 @@ Readers call `current()` and get an immutable `PolicySet`; they never see a half
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import yaml
@@ -19,6 +19,8 @@ from app.engine.render import RenderError
 from app.policy.model import PolicyError, parse_policy
 
 MAX_DOCUMENTS = 256
+
+SourceText = str | PolicyError | None  # a source's text, an error reading it, or None: removed
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -109,10 +111,11 @@ class PolicyStore:
             self._errors.pop(key, None)
             self._swap()
 
-    def replace_all(self, sources: dict[str, str | None], *, full: bool = True) -> dict[str, str]:
+    def replace_all(self, sources: Mapping[str, SourceText], *, full: bool = True) -> dict[str, str]:
         """Apply many keys at once (a full listing when `full`: keys not given are removed).
 
-        A value of None removes that key. Returns the errors of this call, by key.
+        A value of None removes that key; a `PolicyError` records a failure to read it (the last
+        good version stays). Returns the errors of this call, by key.
         """
         errors: dict[str, str] = {}
         with self._lock:
@@ -127,6 +130,8 @@ class PolicyStore:
                     self._errors.pop(key, None)
                     continue
                 try:
+                    if isinstance(text, PolicyError):
+                        raise text
                     self._good[key] = tuple(compile_source(key, text, max_bytes=self._max_bytes))
                     self._errors.pop(key, None)
                 except PolicyError as exc:

@@ -1,0 +1,87 @@
+"""Where policies come from: a directory of YAML files (local mode) or watched ConfigMaps (cluster mode).
+
+A source feeds a `PolicyStore` and runs until cancelled. It never dies on bad input: a file or
+ConfigMap key that does not validate is reported and its last good version stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from app.policy.model import PolicyError
+from app.policy.store import PolicyStore, SourceText
+
+log = logging.getLogger("podgraft.policy")
+
+POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+
+ErrorReporter = Callable[[str, str], None]  # (source key, message)
+
+
+class PolicySource(Protocol):
+    """Anything that loads policies into a store, then keeps them current until cancelled."""
+
+    async def run(self, store: PolicyStore) -> None: ...
+
+
+class NamespaceLookup(Protocol):
+    """Labels of a namespace, or None when unknown (then the webhook configuration is trusted)."""
+
+    def labels(self, name: str) -> Mapping[str, str] | None: ...
+
+
+def read_directory(directory: Path) -> dict[str, SourceText]:
+    """Every policy file under `directory` (recursively, hidden files and `..data` links skipped)."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"policy directory {directory} does not exist")
+    texts: dict[str, SourceText] = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # Kubernetes volume internals (..data, ..2024_...) and editor files
+        if path.suffix in POLICY_SUFFIXES and path.is_file():
+            try:
+                texts[str(relative)] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                texts[str(relative)] = PolicyError(f"cannot read the file: {exc}")
+    return texts
+
+
+def load_directory(store: PolicyStore, directory: Path, report: ErrorReporter | None = None) -> dict[str, str]:
+    """Load (or reload) the whole directory into the store; returns the errors by file."""
+    errors = store.replace_all(read_directory(directory))
+    for key, message in errors.items():
+        log.error("policy file rejected; last good version kept", extra={"source": key, "error": message})
+        if report is not None:
+            report(key, message)
+    log.info("policies loaded", extra={"policies": len(store.current()), "source": str(directory)})
+    return errors
+
+
+class DirectorySource:
+    """Local mode: load a directory, then reload it whenever a file in it changes."""
+
+    def __init__(self, directory: Path, *, report: ErrorReporter | None = None,
+                 force_polling: bool | None = None) -> None:
+        self.directory = directory
+        self.report = report
+        self.force_polling = force_polling
+
+    async def run(self, store: PolicyStore) -> None:
+        from watchfiles import awatch
+
+        load_directory(store, self.directory, self.report)
+        while True:
+            try:
+                async for _changes in awatch(self.directory, force_polling=self.force_polling,
+                                             debounce=200, step=50):
+                    load_directory(store, self.directory, self.report)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a vanished directory or watcher failure must not stop the server
+                log.exception("policy directory watch failed; retrying in 2s")
+                await asyncio.sleep(2)

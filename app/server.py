@@ -1,0 +1,317 @@
+"""The HTTP layer: `/mutate`, `/healthz`, `/readyz`, `/metrics`. Thin and strict.
+
+It reads the body (bounded in size and time), hands it to `admission`, and writes the answer. It
+never answers 500: a bad request is a 4xx with an AdmissionReview-shaped body, overload is a fast
+503, and an unexpected exception is logged with its traceback and answered as an AdmissionResponse
+(by default the pod is admitted unmodified with a warning, so a Podgraft bug never blocks pods;
+`PODGRAFT_INTERNAL_ERROR=deny` refuses instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from app import admission
+from app.engine.policyset import PolicySet
+from app.engine.select import EngineConfig
+from app.policy.sources import NamespaceLookup, PolicySource
+from app.policy.store import PolicyStore
+from app.settings import Settings
+from app.tls import CertificateReloader
+
+log = logging.getLogger("podgraft.server")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Prometheus metrics on a registry of their own (several apps may live in one test process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("podgraft_admission_requests_total", "Admission requests by outcome",
+                                ["outcome"], registry=r)
+        self.latency = Histogram("podgraft_admission_duration_seconds", "Time to answer /mutate",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.injections = Counter("podgraft_injections_total", "Policies injected, by policy", ["policy"],
+                                  registry=r)
+        self.skips = Counter("podgraft_skips_total", "Pods or policies skipped, by reason", ["reason"], registry=r)
+        self.warnings = Counter("podgraft_admission_warnings_total", "Warnings returned to clients", registry=r)
+        self.reloads = Counter("podgraft_policy_reloads_total", "Policy set rebuilds", registry=r)
+        self.policy_errors = Counter("podgraft_policy_errors_total", "Policy sources rejected", registry=r)
+        self.invalid_sources = Gauge("podgraft_policy_invalid_sources", "Sources currently rejected", registry=r)
+        self.policies = Gauge("podgraft_policies_loaded", "Policies in force", registry=r)
+        self.cert_expiry = Gauge("podgraft_certificate_expiry_timestamp_seconds",
+                                 "notAfter of the serving certificate", registry=r)
+        self.cert_reload_errors = Counter("podgraft_certificate_reload_errors_total",
+                                          "Rotated certificates that were rejected", registry=r)
+        self.internal_errors = Counter("podgraft_internal_errors_total", "Unexpected exceptions", registry=r)
+        self.overload = Counter("podgraft_overload_rejections_total", "Requests refused with 503", registry=r)
+
+        self._seen_errors: dict[str, str] = {}
+
+    def policy_set_changed(self, policies: PolicySet, errors: Mapping[str, str]) -> None:
+        self.reloads.inc()
+        fresh = [key for key, message in errors.items() if self._seen_errors.get(key) != message]
+        if fresh:
+            self.policy_errors.inc(len(fresh))
+        self._seen_errors = dict(errors)
+        self.policies.set(len(policies))
+        self.invalid_sources.set(len(errors))
+
+
+@dataclass
+class Runtime:
+    """Everything a request handler needs; built once per app."""
+
+    settings: Settings
+    store: PolicyStore
+    engine: EngineConfig
+    metrics: Metrics
+    namespaces: NamespaceLookup | None = None
+    certs: CertificateReloader | None = None
+    sources: Sequence[PolicySource] = ()
+    inflight: int = 0
+    draining: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        inject_annotation=settings.inject_annotation,
+        status_annotation=settings.status_annotation,
+        namespace_label=settings.namespace_label,
+        never_namespaces=settings.never_injected_namespaces(),
+        sidecar_mode=settings.sidecar_mode,
+        native_sidecars_supported=settings.native_sidecars_supported(),
+    )
+
+
+def _json(body: Mapping[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _bad(error: admission.BadReview) -> Response:
+    return _json(admission.bad_review_body(error), error.status)
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, at most `limit` bytes (413 past it) and within `timeout` seconds (408 past it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise admission.BadReview(f"invalid Content-Length {declared[:20]!r}")
+        if int(declared) > limit:
+            raise admission.BadReview(f"body of {declared} bytes is over the {limit}-byte limit", status=413)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise admission.BadReview(f"body is over the {limit}-byte limit", status=413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise admission.BadReview(f"body not received within {timeout:g}s", status=408) from None
+    return b"".join(chunks)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+class Handler:
+    """`/mutate`: transport only. The decision is `admission.decide`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def __call__(self, request: Request) -> Response:
+        rt = self.rt
+        if rt.inflight >= rt.settings.max_concurrency:
+            rt.metrics.overload.inc()
+            return _bad(admission.BadReview("podgraft is overloaded; retry", status=503))
+        rt.inflight += 1
+        started = time.perf_counter()
+        try:
+            return await self._handle(request)
+        finally:
+            rt.inflight -= 1
+            rt.metrics.latency.observe(time.perf_counter() - started)
+
+    async def _handle(self, request: Request) -> Response:
+        rt = self.rt
+        parsed: admission.AdmissionRequest | None = None
+        try:
+            if not _is_json(request.headers.get("content-type", "")):
+                raise admission.BadReview("Content-Type must be application/json, got "
+                                          f"{request.headers.get('content-type', '(none)')[:60]!r}")
+            body = await _read_body(request, rt.settings.max_body_bytes, rt.settings.request_timeout_seconds)
+            parsed = admission.parse_review(body)
+            decision = admission.decide(parsed, policies=rt.store.current(), config=rt.engine,
+                                        namespace_labels=self._namespace_labels(parsed))
+        except admission.BadReview as exc:
+            rt.metrics.requests.labels("bad_request").inc()
+            log.warning("bad admission request", extra={"status": exc.status, "error": exc.message})
+            return _bad(exc)
+        except Exception:
+            return self._internal_error(parsed)
+        self._record(parsed, decision)
+        return _json(admission.review(parsed.api_version, decision.response))
+
+    def _namespace_labels(self, request: admission.AdmissionRequest) -> Mapping[str, str] | None:
+        if self.rt.namespaces is None or not request.namespace:
+            return None
+        return self.rt.namespaces.labels(request.namespace)
+
+    def _internal_error(self, parsed: admission.AdmissionRequest | None) -> Response:
+        rt = self.rt
+        rt.metrics.internal_errors.inc()
+        rt.metrics.requests.labels("error").inc()
+        uid = parsed.uid if parsed else ""
+        log.exception("internal error while handling an admission request", extra={"uid": uid})
+        message = f"podgraft: internal error (uid {uid}); see the webhook logs"
+        if rt.settings.internal_error == "deny":
+            response = admission.errored(uid, 500, message)
+        else:
+            response = admission.allowed(uid, warnings=[message + "; pod admitted without injection"])
+        return _json(admission.review(parsed.api_version if parsed else admission.V1, response))
+
+    def _record(self, request: admission.AdmissionRequest, decision: admission.Decision) -> None:
+        metrics = self.rt.metrics
+        metrics.requests.labels(decision.outcome).inc()
+        result = decision.result
+        extra: dict[str, Any] = {
+            "uid": request.uid, "namespace": request.namespace, "pod": request.pod_label(),
+            "operation": request.operation, "outcome": decision.outcome,
+        }
+        if result is not None:
+            for name in result.injected:
+                metrics.injections.labels(name).inc()
+            if result.skip_code:
+                metrics.skips.labels(result.skip_code).inc()
+                extra["skip"] = result.skip_reason
+            for item in result.decisions:
+                if not item.applied:
+                    metrics.skips.labels("policy-not-applied").inc()
+            if result.warnings:
+                metrics.warnings.inc(len(result.warnings))
+                extra["warnings"] = list(result.warnings)
+            extra["injected"] = list(result.injected)
+            if result.denial:
+                extra["denial"] = result.denial
+        log.info("admission", extra=extra)
+
+
+def readiness(rt: Runtime) -> tuple[bool, dict[str, Any]]:
+    """Ready when policies are synced, a certificate is loaded and not about to expire, and not draining."""
+    detail: dict[str, Any] = {"policies": len(rt.store.current()), "policiesSynced": rt.store.synced,
+                              "policyErrors": rt.store.errors(), "draining": rt.draining}
+    ok = rt.store.synced and not rt.draining
+    if rt.certs is not None:
+        state = rt.certs.state
+        detail["certificateError"] = rt.certs.last_error
+        if state is None:
+            ok = False
+        else:
+            remaining = state.expires_at - time.time()
+            detail["certificateExpiresInSeconds"] = int(remaining)
+            if remaining < rt.settings.cert_expiry_margin_seconds:
+                ok = False
+                detail["certificateExpiring"] = True
+    return ok, detail
+
+
+async def _certificate_loop(rt: Runtime) -> None:
+    assert rt.certs is not None
+    while True:
+        await asyncio.sleep(rt.settings.cert_reload_interval_seconds)
+        failures = rt.certs.failures
+        try:
+            rt.certs.check()
+        except Exception:  # never let the reload loop die
+            log.exception("certificate reload check failed")
+        if rt.certs.failures > failures:
+            rt.metrics.cert_reload_errors.inc()
+        if rt.certs.state is not None:
+            rt.metrics.cert_expiry.set(rt.certs.state.expires_at)
+
+
+async def _run_source(rt: Runtime, source: PolicySource) -> None:
+    while True:
+        try:
+            await source.run(rt.store)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("policy source failed; restarting it in 2s")
+            await asyncio.sleep(2)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: PolicyStore | None = None,
+    sources: Sequence[PolicySource] = (),
+    namespaces: NamespaceLookup | None = None,
+    certs: CertificateReloader | None = None,
+    on_start: Callable[[Runtime], None] | None = None,
+) -> FastAPI:
+    """Build the app. Tests inject settings, a pre-filled store, sources and a certificate reloader."""
+    metrics = Metrics()
+    if store is None:
+        store = PolicyStore(max_bytes=settings.max_policy_bytes, on_change=metrics.policy_set_changed)
+    rt = Runtime(settings=settings, store=store, engine=engine_config(settings), metrics=metrics,
+                 namespaces=namespaces, certs=certs, sources=sources)
+    if certs is not None and certs.state is not None:
+        metrics.cert_expiry.set(certs.state.expires_at)
+    metrics.policies.set(len(store.current()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        rt.tasks = [asyncio.create_task(_run_source(rt, s)) for s in sources]
+        if certs is not None:
+            rt.tasks.append(asyncio.create_task(_certificate_loop(rt)))
+        if on_start is not None:
+            on_start(rt)
+        try:
+            yield
+        finally:
+            for task in rt.tasks:
+                task.cancel()
+            await asyncio.gather(*rt.tasks, return_exceptions=True)
+
+    app = FastAPI(title="Podgraft", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.runtime = rt
+    app.add_api_route("/mutate", Handler(rt), methods=["POST"], include_in_schema=False)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok, detail = readiness(rt)
+        return _json({"ready": ok, **detail}, 200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
