@@ -81,12 +81,16 @@ def _depth_ok(value: object, limit: int) -> bool:
     return True
 
 
-def _optional_mapping(request: Mapping[str, Any], key: str, version: str, uid: str) -> Mapping[str, Any] | None:
+def _optional_mapping(
+    request: Mapping[str, Any], key: str, version: str, uid: str
+) -> Mapping[str, Any] | None:
     value = request.get(key)
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise BadReview(f"request.{key} must be an object, got {type(value).__name__}", api_version=version, uid=uid)
+        raise BadReview(
+            f"request.{key} must be an object, got {type(value).__name__}", api_version=version, uid=uid
+        )
     return value
 
 
@@ -104,8 +108,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
     if version not in VERSIONS:
         raise BadReview(f"unsupported apiVersion {str(version)[:80]!r}; expected {V1} or {V1BETA1}")
     if review.get("kind") != "AdmissionReview":
-        raise BadReview(f"unsupported kind {str(review.get('kind'))[:80]!r}; expected AdmissionReview",
-                        api_version=version)
+        raise BadReview(
+            f"unsupported kind {str(review.get('kind'))[:80]!r}; expected AdmissionReview",
+            api_version=version,
+        )
     request = review.get("request")
     if not isinstance(request, dict):
         raise BadReview("the AdmissionReview has no request object", api_version=version)
@@ -118,8 +124,11 @@ def parse_review(body: bytes) -> AdmissionRequest:
         raise BadReview(f"request is nested deeper than {MAX_DEPTH} levels", api_version=version, uid=uid)
     operation = request.get("operation")
     if operation not in OPERATIONS:
-        raise BadReview(f"request.operation {str(operation)[:40]!r} is not one of {', '.join(OPERATIONS)}",
-                        api_version=version, uid=uid)
+        raise BadReview(
+            f"request.operation {str(operation)[:40]!r} is not one of {', '.join(OPERATIONS)}",
+            api_version=version,
+            uid=uid,
+        )
     kind = request.get("kind")
     resource = request.get("resource")
     if not isinstance(kind, dict) or not isinstance(resource, dict):
@@ -133,13 +142,22 @@ def parse_review(body: bytes) -> AdmissionRequest:
     if operation in ("CREATE", "UPDATE") and obj is None:
         raise BadReview(f"request.object is required for {operation}", api_version=version, uid=uid)
     return AdmissionRequest(
-        api_version=version, uid=uid, kind=kind, resource=resource, sub_resource=texts["subResource"],
-        operation=operation, namespace=texts["namespace"], name=texts["name"], object=obj, old_object=old,
+        api_version=version,
+        uid=uid,
+        kind=kind,
+        resource=resource,
+        sub_resource=texts["subResource"],
+        operation=operation,
+        namespace=texts["namespace"],
+        name=texts["name"],
+        object=obj,
+        old_object=old,
         dry_run=bool(request.get("dryRun")),
     )
 
 
 # --- response constructors ------------------------------------------------------------------------
+
 
 def clean_warnings(warnings: tuple[str, ...] | list[str]) -> list[str]:
     """Printable, bounded warnings (the apiserver relays them as HTTP headers)."""
@@ -159,7 +177,9 @@ def allowed(uid: str, *, warnings: tuple[str, ...] | list[str] = ()) -> dict[str
     return response
 
 
-def patched(uid: str, patch: list[dict[str, Any]], *, warnings: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+def patched(
+    uid: str, patch: list[dict[str, Any]], *, warnings: tuple[str, ...] | list[str] = ()
+) -> dict[str, Any]:
     response = allowed(uid, warnings=warnings)
     if patch:
         response["patchType"] = "JSONPatch"
@@ -167,10 +187,18 @@ def patched(uid: str, patch: list[dict[str, Any]], *, warnings: tuple[str, ...] 
     return response
 
 
-def denied(uid: str, message: str, *, code: int = 403, reason: str = "Forbidden",
-           warnings: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+def denied(
+    uid: str,
+    message: str,
+    *,
+    code: int = 403,
+    reason: str = "Forbidden",
+    warnings: tuple[str, ...] | list[str] = (),
+) -> dict[str, Any]:
     response: dict[str, Any] = {
-        "uid": uid, "allowed": False, "status": {"code": code, "reason": reason, "message": message},
+        "uid": uid,
+        "allowed": False,
+        "status": {"code": code, "reason": reason, "message": message},
     }
     if warnings:
         response["warnings"] = clean_warnings(warnings)
@@ -189,14 +217,22 @@ def review(api_version: str, response: Mapping[str, Any]) -> dict[str, Any]:
 
 def bad_review_body(error: BadReview) -> dict[str, Any]:
     """The body of a 4xx: an AdmissionReview-shaped error with the specific message."""
-    return review(error.api_version, {
-        "uid": error.uid, "allowed": False,
-        "status": {"code": error.status, "reason": "BadRequest" if error.status == 400 else "Error",
-                   "message": error.message},
-    })
+    return review(
+        error.api_version,
+        {
+            "uid": error.uid,
+            "allowed": False,
+            "status": {
+                "code": error.status,
+                "reason": "BadRequest" if error.status == 400 else "Error",
+                "message": error.message,
+            },
+        },
+    )
 
 
 # --- the admission decision -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -220,11 +256,22 @@ def decide(
     if not request.is_pod() or request.object is None:
         return Decision(allowed(uid), "ignored")
     if request.operation == "CREATE" and request.sub_resource == "":
-        result = inject_pod(request.object, namespace=_namespace(request), namespace_labels=namespace_labels,
-                            policies=policies, config=config)
+        result = inject_pod(
+            request.object,
+            namespace=_namespace(request),
+            namespace_labels=namespace_labels,
+            policies=policies,
+            config=config,
+        )
     elif request.operation == "UPDATE" and request.sub_resource == "ephemeralcontainers":
-        result = graft_ephemeral(request.object, request.old_object or {}, namespace=_namespace(request),
-                                 namespace_labels=namespace_labels, policies=policies, config=config)
+        result = graft_ephemeral(
+            request.object,
+            request.old_object or {},
+            namespace=_namespace(request),
+            namespace_labels=namespace_labels,
+            policies=policies,
+            config=config,
+        )
     else:
         return Decision(allowed(uid), "ignored")
     if result.denial is not None:

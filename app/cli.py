@@ -35,15 +35,23 @@ def _err(message: str) -> None:
 def _settings(args: argparse.Namespace, **fixed: Any) -> Settings:
     """Settings from the environment, overridden by the flags that were given."""
     flags = {
-        "host": args.host, "port": args.port, "policy_dir": args.policies, "policy_source": args.policy_source,
-        "tls_cert_file": args.tls_cert, "tls_key_file": args.tls_key, "tls_client_ca_file": args.tls_client_ca,
-        "sidecar_mode": args.sidecar_mode, "kubernetes_version": args.kubernetes_version,
-        "log_level": args.log_level, "kubeconfig": getattr(args, "kubeconfig", None),
+        "host": args.host,
+        "port": args.port,
+        "policy_dir": args.policies,
+        "policy_source": args.policy_source,
+        "tls_cert_file": args.tls_cert,
+        "tls_key_file": args.tls_key,
+        "tls_client_ca_file": args.tls_client_ca,
+        "sidecar_mode": args.sidecar_mode,
+        "kubernetes_version": args.kubernetes_version,
+        "log_level": args.log_level,
+        "kubeconfig": getattr(args, "kubeconfig", None),
     }
     return Settings(**{k: v for k, v in {**flags, **fixed}.items() if v is not None})
 
 
 # --- serve ----------------------------------------------------------------------------------------
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.serve import serve
@@ -52,6 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # --- policy validate ------------------------------------------------------------------------------
+
 
 def load_policies(directory: Path, *, max_bytes: int) -> tuple[PolicyStore, dict[str, str]]:
     store = PolicyStore(max_bytes=max_bytes)
@@ -76,6 +85,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # --- inject ---------------------------------------------------------------------------------------
+
 
 def _pod_template(document: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
     """The pod (or pod template) inside a manifest, and where it sits; None for other kinds."""
@@ -110,8 +120,13 @@ def _explain(out: TextIO, title: str, result: InjectionResult) -> None:
 
 
 def inject_documents(
-    documents: list[Any], *, store: PolicyStore, config: EngineConfig, namespace: str,
-    namespace_labels: Mapping[str, str] | None, explain: TextIO | None,
+    documents: list[Any],
+    *,
+    store: PolicyStore,
+    config: EngineConfig,
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    explain: TextIO | None,
 ) -> tuple[list[Any], list[str]]:
     """Run every Pod and pod template through the webhook's engine. Returns documents and denials."""
     output: list[Any] = []
@@ -125,9 +140,17 @@ def inject_documents(
         pod = _as_pod(document, template) if path else template
         meta = document.get("metadata") or {}
         ns = meta.get("namespace") or namespace
-        result = inject_pod(pod, namespace=ns, namespace_labels=namespace_labels, policies=store.current(),
-                            config=config, explain=explain is not None)
-        title = f"{document.get('kind')}/{meta.get('name') or meta.get('generateName') or '?'} (namespace {ns})"
+        result = inject_pod(
+            pod,
+            namespace=ns,
+            namespace_labels=namespace_labels,
+            policies=store.current(),
+            config=config,
+            explain=explain is not None,
+        )
+        title = (
+            f"{document.get('kind')}/{meta.get('name') or meta.get('generateName') or '?'} (namespace {ns})"
+        )
         if explain is not None:
             _explain(explain, title, result)
         if result.denial:
@@ -139,8 +162,9 @@ def inject_documents(
     return output, denials
 
 
-def _put_back(document: dict[str, Any], template: dict[str, Any], path: tuple[str, ...],
-              mutated: Mapping[str, Any]) -> dict[str, Any]:
+def _put_back(
+    document: dict[str, Any], template: dict[str, Any], path: tuple[str, ...], mutated: Mapping[str, Any]
+) -> dict[str, Any]:
     if not path:
         return dict(mutated)
     metadata = dict(mutated.get("metadata") or {})
@@ -185,8 +209,12 @@ def cmd_inject(args: argparse.Namespace) -> int:
     for key, message in sorted(errors.items()):
         _err(f"warning: policy file {key} ignored: {message}")
     output, denials = inject_documents(
-        documents, store=store, config=engine_config(settings), namespace=args.namespace,
-        namespace_labels=labels, explain=sys.stderr if args.explain else None,
+        documents,
+        store=store,
+        config=engine_config(settings),
+        namespace=args.namespace,
+        namespace_labels=labels,
+        explain=sys.stderr if args.explain else None,
     )
     yaml.safe_dump_all(output, sys.stdout, sort_keys=False, default_flow_style=False)
     for denial in denials:
@@ -195,6 +223,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 
 # --- certs ----------------------------------------------------------------------------------------
+
 
 def cmd_certs_generate(args: argparse.Namespace) -> int:
     from app.certs import generate_bundle, service_hostnames, write_bundle
@@ -221,10 +250,15 @@ def cmd_certs_patch(args: argparse.Namespace) -> int:
 
 # --- parser ---------------------------------------------------------------------------------------
 
+
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policies", type=Path, help="directory of policy YAML files (default examples/policies)")
+    parser.add_argument(
+        "--policies", type=Path, help="directory of policy YAML files (default examples/policies)"
+    )
     parser.add_argument("--sidecar-mode", choices=["native", "classic", "auto"])
-    parser.add_argument("--kubernetes-version", help="cluster version `auto` sidecars compare with (e.g. 1.30)")
+    parser.add_argument(
+        "--kubernetes-version", help="cluster version `auto` sidecars compare with (e.g. 1.30)"
+    )
     for name in ("host", "port", "policy_source", "tls_cert", "tls_key", "tls_client_ca", "log_level"):
         parser.set_defaults(**{name: None})
 
@@ -249,17 +283,26 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_flags(inject)
     inject.add_argument("-f", "--file", required=True, help="manifest file, or - for stdin")
     inject.add_argument("-n", "--namespace", default="default", help="namespace for manifests without one")
-    inject.add_argument("--namespace-label", action="append", default=[], metavar="KEY=VALUE",
-                        help="labels of the namespace (enables opt-in and namespaceSelector checks)")
+    inject.add_argument(
+        "--namespace-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="labels of the namespace (enables opt-in and namespaceSelector checks)",
+    )
     inject.add_argument("--explain", action="store_true", help="say on stderr why each policy applied or not")
     inject.set_defaults(func=cmd_inject)
 
-    policy = commands.add_parser("policy", help="policy tools").add_subparsers(dest="policy_command", required=True)
+    policy = commands.add_parser("policy", help="policy tools").add_subparsers(
+        dest="policy_command", required=True
+    )
     validate = policy.add_parser("validate", help="validate policy directories; non-zero exit on any error")
     validate.add_argument("dirs", nargs="+")
     validate.set_defaults(func=cmd_validate)
 
-    certs = commands.add_parser("certs", help="certificate tools").add_subparsers(dest="certs_command", required=True)
+    certs = commands.add_parser("certs", help="certificate tools").add_subparsers(
+        dest="certs_command", required=True
+    )
     generate = certs.add_parser("generate", help="write a CA and a serving certificate for a Service")
     generate.add_argument("--service", default="podgraft")
     generate.add_argument("--namespace", default="podgraft")

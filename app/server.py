@@ -20,7 +20,14 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from app import admission
@@ -32,6 +39,7 @@ from app.settings import Settings
 from app.tls import CertificateReloader
 
 log = logging.getLogger("podgraft.server")
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -42,22 +50,36 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("podgraft_admission_requests_total", "Admission requests by outcome",
-                                ["outcome"], registry=r)
-        self.latency = Histogram("podgraft_admission_duration_seconds", "Time to answer /mutate",
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.injections = Counter("podgraft_injections_total", "Policies injected, by policy", ["policy"],
-                                  registry=r)
-        self.skips = Counter("podgraft_skips_total", "Pods or policies skipped, by reason", ["reason"], registry=r)
-        self.warnings = Counter("podgraft_admission_warnings_total", "Warnings returned to clients", registry=r)
+        self.requests = Counter(
+            "podgraft_admission_requests_total", "Admission requests by outcome", ["outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "podgraft_admission_duration_seconds",
+            "Time to answer /mutate",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.injections = Counter(
+            "podgraft_injections_total", "Policies injected, by policy", ["policy"], registry=r
+        )
+        self.skips = Counter(
+            "podgraft_skips_total", "Pods or policies skipped, by reason", ["reason"], registry=r
+        )
+        self.warnings = Counter(
+            "podgraft_admission_warnings_total", "Warnings returned to clients", registry=r
+        )
         self.reloads = Counter("podgraft_policy_reloads_total", "Policy set rebuilds", registry=r)
         self.policy_errors = Counter("podgraft_policy_errors_total", "Policy sources rejected", registry=r)
-        self.invalid_sources = Gauge("podgraft_policy_invalid_sources", "Sources currently rejected", registry=r)
+        self.invalid_sources = Gauge(
+            "podgraft_policy_invalid_sources", "Sources currently rejected", registry=r
+        )
         self.policies = Gauge("podgraft_policies_loaded", "Policies in force", registry=r)
-        self.cert_expiry = Gauge("podgraft_certificate_expiry_timestamp_seconds",
-                                 "notAfter of the serving certificate", registry=r)
-        self.cert_reload_errors = Counter("podgraft_certificate_reload_errors_total",
-                                          "Rotated certificates that were rejected", registry=r)
+        self.cert_expiry = Gauge(
+            "podgraft_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate", registry=r
+        )
+        self.cert_reload_errors = Counter(
+            "podgraft_certificate_reload_errors_total", "Rotated certificates that were rejected", registry=r
+        )
         self.internal_errors = Counter("podgraft_internal_errors_total", "Unexpected exceptions", registry=r)
         self.overload = Counter("podgraft_overload_rejections_total", "Requests refused with 503", registry=r)
 
@@ -158,12 +180,18 @@ class Handler:
         parsed: admission.AdmissionRequest | None = None
         try:
             if not _is_json(request.headers.get("content-type", "")):
-                raise admission.BadReview("Content-Type must be application/json, got "
-                                          f"{request.headers.get('content-type', '(none)')[:60]!r}")
+                raise admission.BadReview(
+                    "Content-Type must be application/json, got "
+                    f"{request.headers.get('content-type', '(none)')[:60]!r}"
+                )
             body = await _read_body(request, rt.settings.max_body_bytes, rt.settings.request_timeout_seconds)
             parsed = admission.parse_review(body)
-            decision = admission.decide(parsed, policies=rt.store.current(), config=rt.engine,
-                                        namespace_labels=self._namespace_labels(parsed))
+            decision = admission.decide(
+                parsed,
+                policies=rt.store.current(),
+                config=rt.engine,
+                namespace_labels=self._namespace_labels(parsed),
+            )
         except admission.BadReview as exc:
             rt.metrics.requests.labels("bad_request").inc()
             log.warning("bad admission request", extra={"status": exc.status, "error": exc.message})
@@ -196,8 +224,11 @@ class Handler:
         metrics.requests.labels(decision.outcome).inc()
         result = decision.result
         extra: dict[str, Any] = {
-            "uid": request.uid, "namespace": request.namespace, "pod": request.pod_label(),
-            "operation": request.operation, "outcome": decision.outcome,
+            "uid": request.uid,
+            "namespace": request.namespace,
+            "pod": request.pod_label(),
+            "operation": request.operation,
+            "outcome": decision.outcome,
         }
         if result is not None:
             for name in result.injected:
@@ -219,8 +250,12 @@ class Handler:
 
 def readiness(rt: Runtime) -> tuple[bool, dict[str, Any]]:
     """Ready when policies are synced, a certificate is loaded and not about to expire, and not draining."""
-    detail: dict[str, Any] = {"policies": len(rt.store.current()), "policiesSynced": rt.store.synced,
-                              "policyErrors": rt.store.errors(), "draining": rt.draining}
+    detail: dict[str, Any] = {
+        "policies": len(rt.store.current()),
+        "policiesSynced": rt.store.synced,
+        "policyErrors": rt.store.errors(),
+        "draining": rt.draining,
+    }
     ok = rt.store.synced and not rt.draining
     if rt.certs is not None:
         state = rt.certs.state
@@ -276,8 +311,15 @@ def create_app(
     metrics = Metrics()
     if store is None:
         store = PolicyStore(max_bytes=settings.max_policy_bytes, on_change=metrics.policy_set_changed)
-    rt = Runtime(settings=settings, store=store, engine=engine_config(settings), metrics=metrics,
-                 namespaces=namespaces, certs=certs, sources=sources)
+    rt = Runtime(
+        settings=settings,
+        store=store,
+        engine=engine_config(settings),
+        metrics=metrics,
+        namespaces=namespaces,
+        certs=certs,
+        sources=sources,
+    )
     if certs is not None and certs.state is not None:
         metrics.cert_expiry.set(certs.state.expires_at)
     metrics.policies.set(len(store.current()))
@@ -296,8 +338,9 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*rt.tasks, return_exceptions=True)
 
-    app = FastAPI(title="Podgraft", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="Podgraft", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.runtime = rt
     app.add_api_route("/mutate", Handler(rt), methods=["POST"], include_in_schema=False)
 

@@ -68,7 +68,7 @@ class CertificateReloader:
         self.check()
         if self._current is None:
             raise ssl.SSLError(f"cannot load the serving certificate: {self.last_error}")
-        self.context = self._current
+        self.context: ssl.SSLContext = self._current
         self.context.sni_callback = self._select
 
     def _select(self, connection: ssl.SSLObject, _server_name: str | None, _context: ssl.SSLContext) -> None:

@@ -48,8 +48,9 @@ def _render_all(
         if not policy.templated:
             rendered.append((policy, policy.spec))
             continue
-        context = pod_context(pod=pod, namespace=namespace, parameters=policy.model.spec.parameters,
-                              policy_name=policy.name)
+        context = pod_context(
+            pod=pod, namespace=namespace, parameters=policy.model.spec.parameters, policy_name=policy.name
+        )
         try:
             rendered.append((policy, render_tree(policy.spec, context)))
         except RenderError as exc:
@@ -77,8 +78,14 @@ def inject_pod(
 ) -> InjectionResult:
     """Decide, render, mutate and diff one pod on CREATE (see the module docstring)."""
     original = without_managed_fields(pod)
-    selection = select_policies(original, namespace=namespace, namespace_labels=namespace_labels,
-                                policies=policies, config=config, explain=explain)
+    selection = select_policies(
+        original,
+        namespace=namespace,
+        namespace_labels=namespace_labels,
+        policies=policies,
+        config=config,
+        explain=explain,
+    )
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
     rendered, warnings, denial, failed = _render_all(original, namespace, selection.policies)
@@ -111,8 +118,14 @@ def graft_ephemeral(
 ) -> InjectionResult:
     """Apply the `ephemeral` rules of the policies that select this pod to its new ephemeral containers."""
     original = without_managed_fields(pod)
-    selection = select_policies(original, namespace=namespace, namespace_labels=namespace_labels,
-                                policies=policies, config=config, ignore_status=True)
+    selection = select_policies(
+        original,
+        namespace=namespace,
+        namespace_labels=namespace_labels,
+        policies=policies,
+        config=config,
+        ignore_status=True,
+    )
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
     with_rules = tuple(p for p in selection.policies if not p.model.spec.ephemeral.is_empty())

@@ -94,8 +94,11 @@ class _PodEditor:
     def running_ports(self) -> dict[tuple[int, str], str]:
         """Ports of containers that run alongside each other (app containers and native sidecars)."""
         used: dict[tuple[int, str], str] = {}
-        running = [c for c in _list(self.spec.get("initContainers")) if isinstance(c, dict)
-                   and c.get("restartPolicy") == "Always"]
+        running = [
+            c
+            for c in _list(self.spec.get("initContainers"))
+            if isinstance(c, dict) and c.get("restartPolicy") == "Always"
+        ]
         running += [c for c in _list(self.spec.get("containers")) if isinstance(c, dict)]
         for container in running:
             for port in _ports(container):
@@ -111,10 +114,14 @@ class _PodEditor:
         for port, protocol in _ports(container):
             owner = used.get((port, protocol))
             if owner is not None:
-                message = (f"container {container['name']!r} port {port}/{protocol} clashes with container "
-                           f"{owner!r} (containers in a pod share localhost)")
+                message = (
+                    f"container {container['name']!r} port {port}/{protocol} clashes with container "
+                    f"{owner!r} (containers in a pod share localhost)"
+                )
                 if policy.required:
-                    self.outcome.denial = self.outcome.denial or f"podgraft: required policy {policy.name!r}: {message}"
+                    self.outcome.denial = (
+                        self.outcome.denial or f"podgraft: required policy {policy.name!r}: {message}"
+                    )
                     return False
                 self.warn(policy, message)
         return True
@@ -156,7 +163,9 @@ class _PodEditor:
             if current is None:
                 added.append(volume)
             elif current != volume:
-                self.warn(policy, f"the pod already has a different volume named {volume['name']!r}; kept the pod's")
+                self.warn(
+                    policy, f"the pod already has a different volume named {volume['name']!r}; kept the pod's"
+                )
         if added:
             self.spec["volumes"] = _list(self.spec.get("volumes")) + added
 
@@ -178,11 +187,16 @@ class _PodEditor:
                 if not isinstance(container, dict):
                     continue
                 current = _list(container.get("volumeMounts"))
-                same_path = [m for m in current if isinstance(m, dict) and m.get("mountPath") == mount["mountPath"]]
+                same_path = [
+                    m for m in current if isinstance(m, dict) and m.get("mountPath") == mount["mountPath"]
+                ]
                 if same_path:
                     if same_path[0] != mount:
-                        self.warn(policy, f"container {container.get('name')!r} already mounts something at "
-                                          f"{mount['mountPath']!r}; not mounted")
+                        self.warn(
+                            policy,
+                            f"container {container.get('name')!r} already mounts something at "
+                            f"{mount['mountPath']!r}; not mounted",
+                        )
                     continue
                 self._own_container(index)["volumeMounts"] = [*current, mount]
 
@@ -199,12 +213,17 @@ class _PodEditor:
                 if existing is None:
                     added.append(var)
                 elif existing != var:
-                    self.warn(policy, f"container {container.get('name')!r} already sets env {var['name']!r}; "
-                                      "kept its value")
+                    self.warn(
+                        policy,
+                        f"container {container.get('name')!r} already sets env {var['name']!r}; "
+                        "kept its value",
+                    )
             if added:
                 self._own_container(index)["env"] = [*current, *added]
 
-    def add_map(self, policy: CompiledPolicy, key: str, values: Mapping[str, str], reserved: set[str]) -> None:
+    def add_map(
+        self, policy: CompiledPolicy, key: str, values: Mapping[str, str], reserved: set[str]
+    ) -> None:
         current = _dict(self.meta.get(key))
         changed = False
         for name, value in values.items():
@@ -226,8 +245,9 @@ class _PodEditor:
             self.spec["imagePullSecrets"] = current + added
 
 
-def apply_policy(editor: _PodEditor, policy: CompiledPolicy, rendered: Mapping[str, Any],
-                 config: EngineConfig) -> None:
+def apply_policy(
+    editor: _PodEditor, policy: CompiledPolicy, rendered: Mapping[str, Any], config: EngineConfig
+) -> None:
     """Graft one rendered policy spec onto the pod being edited."""
     own = list(range(editor.own_containers))
     native = sidecar_is_native(policy, config)
@@ -235,7 +255,9 @@ def apply_policy(editor: _PodEditor, policy: CompiledPolicy, rendered: Mapping[s
     editor.add_volumes(policy, list(rendered.get("volumes", [])))
     editor.add_containers(policy, sidecars, where="native" if native else "containers", long_running=True)
     position = rendered.get("initContainerPosition", "first")
-    editor.add_containers(policy, list(rendered.get("initContainers", [])), where=position, long_running=False)
+    editor.add_containers(
+        policy, list(rendered.get("initContainers", [])), where=position, long_running=False
+    )
     editor.add_containers(policy, list(rendered.get("containers", [])), where="containers", long_running=True)
     editor.add_mounts(policy, list(rendered.get("volumeMounts", [])), own)
     editor.add_env(policy, list(rendered.get("env", [])), own)
@@ -303,8 +325,8 @@ def mutate_ephemeral(
             image = str(container.get("image", ""))
             if not image_allowed(image, allowed):
                 outcome.denial = outcome.denial or (
-                    f"podgraft: policy {policy.name!r} does not allow image {image!r} for ephemeral container "
-                    f"{container.get('name')!r}; allowed: {', '.join(allowed)}"
+                    f"podgraft: policy {policy.name!r} does not allow image {image!r} for ephemeral "
+                    f"container {container.get('name')!r}; allowed: {', '.join(allowed)}"
                 )
                 continue
             _graft_ephemeral(updated, policy, spec, volumes, outcome)
@@ -314,15 +336,22 @@ def mutate_ephemeral(
     return copy, outcome
 
 
-def _graft_ephemeral(container: dict[str, Any], policy: CompiledPolicy, spec: Mapping[str, Any],
-                     volumes: set[str], outcome: Outcome) -> None:
+def _graft_ephemeral(
+    container: dict[str, Any],
+    policy: CompiledPolicy,
+    spec: Mapping[str, Any],
+    volumes: set[str],
+    outcome: Outcome,
+) -> None:
     name = container.get("name")
     mounts = _list(container.get("volumeMounts"))
     paths = {m.get("mountPath") for m in mounts if isinstance(m, dict)}
     for mount in spec.get("volumeMounts", []):
         if mount["name"] not in volumes:
-            outcome.warnings.append(f"podgraft: policy {policy.name!r}: volumeMount {mount['name']!r} names no "
-                                    f"volume of the pod; not mounted into {name!r}")
+            outcome.warnings.append(
+                f"podgraft: policy {policy.name!r}: volumeMount {mount['name']!r} names no "
+                f"volume of the pod; not mounted into {name!r}"
+            )
         elif mount["mountPath"] not in paths:
             mounts.append(mount)
             paths.add(mount["mountPath"])

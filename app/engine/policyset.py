@@ -113,7 +113,7 @@ class PolicySet:
     def match_candidates(
         self, annotations: Mapping[str, str], labels: Mapping[str, str]
     ) -> list[CompiledPolicy]:
-        """Policies whose match rules *could* fit: those indexed by a key the pod has, plus unindexable ones."""
+        """Policies whose match rules *could* fit: indexed under a key the pod has, or not indexable."""
         found: dict[str, CompiledPolicy] = {}
         _collect(self.by_annotation_key, annotations, found)
         _collect(self.by_label_key, labels, found)
@@ -141,10 +141,10 @@ def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool
             return False
     for requirement in selector.match_expressions:
         present = requirement.key in labels
-        value = labels.get(requirement.key)
-        if requirement.operator == "In" and (not present or value not in requirement.values):
+        found = labels.get(requirement.key)
+        if requirement.operator == "In" and (not present or found not in requirement.values):
             return False
-        if requirement.operator == "NotIn" and present and value in requirement.values:
+        if requirement.operator == "NotIn" and present and found in requirement.values:
             return False
         if requirement.operator == "Exists" and not present:
             return False

@@ -86,7 +86,9 @@ def read_status(annotations: Mapping[str, Any], key: str) -> dict[str, str]:
     return {
         entry["name"]: entry["hash"]
         for entry in entries
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("hash"), str)
+        if isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("hash"), str)
     }
 
 
@@ -165,12 +167,14 @@ def select_policies(
     `ignore_status` keeps already-injected policies (used for ephemeral-container updates).
     `explain` also records a decision for every policy that was not a candidate (costs a full scan).
     """
-    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    raw_metadata = pod.get("metadata")
+    metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     annotations = _string_map(metadata.get("annotations"))
     labels = _string_map(metadata.get("labels"))
 
-    skip = _pod_skip(pod, namespace=namespace, namespace_labels=namespace_labels,
-                     annotations=annotations, config=config)
+    skip = _pod_skip(
+        pod, namespace=namespace, namespace_labels=namespace_labels, annotations=annotations, config=config
+    )
     if skip is not None:
         return Selection(skip_code=skip[0], skip_reason=skip[1])
 

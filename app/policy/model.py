@@ -248,11 +248,21 @@ class PolicySpec(_Strict):
                     f"initContainer {container.name!r}: restartPolicy Always makes it a sidecar; "
                     "put it under spec.sidecars"
                 )
-        if not (helpers or self.volumes or self.volume_mounts or self.env or self.annotations or self.labels
-                or self.image_pull_secrets or not self.ephemeral.is_empty()):
-            raise ValueError("the policy injects nothing: give at least one of initContainers, sidecars, "
-                             "containers, volumes, volumeMounts, env, annotations, labels, "
-                             "imagePullSecrets or ephemeral")
+        if not (
+            helpers
+            or self.volumes
+            or self.volume_mounts
+            or self.env
+            or self.annotations
+            or self.labels
+            or self.image_pull_secrets
+            or not self.ephemeral.is_empty()
+        ):
+            raise ValueError(
+                "the policy injects nothing: give at least one of initContainers, sidecars, "
+                "containers, volumes, volumeMounts, env, annotations, labels, "
+                "imagePullSecrets or ephemeral"
+            )
         return self
 
 
@@ -284,7 +294,9 @@ def format_validation_error(error: ValidationError) -> str:
         for part in item["loc"]:
             if isinstance(part, int):
                 path += f"[{part}]"
-            elif part in ("function-after", "function-before") or str(part).startswith(("function-", "dict[")):
+            elif part in ("function-after", "function-before") or str(part).startswith(
+                ("function-", "dict[")
+            ):
                 continue
             else:
                 path += f".{part}" if path else str(part)

@@ -51,7 +51,9 @@ def read_directory(directory: Path) -> dict[str, SourceText]:
     return texts
 
 
-def load_directory(store: PolicyStore, directory: Path, report: ErrorReporter | None = None) -> dict[str, str]:
+def load_directory(
+    store: PolicyStore, directory: Path, report: ErrorReporter | None = None
+) -> dict[str, str]:
     """Load (or reload) the whole directory into the store; returns the errors by file."""
     errors = store.replace_all(read_directory(directory))
     for key, message in errors.items():
@@ -65,8 +67,9 @@ def load_directory(store: PolicyStore, directory: Path, report: ErrorReporter | 
 class DirectorySource:
     """Local mode: load a directory, then reload it whenever a file in it changes."""
 
-    def __init__(self, directory: Path, *, report: ErrorReporter | None = None,
-                 force_polling: bool | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, report: ErrorReporter | None = None, force_polling: bool | None = None
+    ) -> None:
         self.directory = directory
         self.report = report
         self.force_polling = force_polling
@@ -77,8 +80,9 @@ class DirectorySource:
         load_directory(store, self.directory, self.report)
         while True:
             try:
-                async for _changes in awatch(self.directory, force_polling=self.force_polling,
-                                             debounce=200, step=50):
+                async for _changes in awatch(
+                    self.directory, force_polling=self.force_polling, debounce=200, step=50
+                ):
                     load_directory(store, self.directory, self.report)
             except asyncio.CancelledError:
                 raise

@@ -26,12 +26,14 @@ SourceText = str | PolicyError | None  # a source's text, an error reading it, o
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors/aliases (YAML bombs) outright."""
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:  # type: ignore[override]
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.MarkedYAMLError(
-                "while loading a policy", None,
-                "YAML aliases (*anchor) are not allowed in policies", event.start_mark,
+                "while loading a policy",
+                None,
+                "YAML aliases (*anchor) are not allowed in policies",
+                event.start_mark,
             )
         return super().compose_node(parent, index)  # type: ignore[arg-type]
 
@@ -42,7 +44,7 @@ def load_documents(text: str, *, max_bytes: int) -> list[object]:
     if size > max_bytes:
         raise PolicyError(f"{size} bytes is over the {max_bytes}-byte limit for a policy source")
     try:
-        documents = [d for d in yaml.load_all(text, Loader=_NoAliasLoader) if d is not None]  # noqa: S506
+        documents = [d for d in yaml.load_all(text, Loader=_NoAliasLoader) if d is not None]
     except yaml.YAMLError as exc:
         raise PolicyError(f"not valid YAML: {exc}".replace("\n", " ")) from None
     except RecursionError:
@@ -80,8 +82,12 @@ class SourceError:
 class PolicyStore:
     """The one mutable holder of policies. Thread-safe writers; lock-free readers."""
 
-    def __init__(self, *, max_bytes: int = 1024 * 1024,
-                 on_change: Callable[[PolicySet, dict[str, str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_bytes: int = 1024 * 1024,
+        on_change: Callable[[PolicySet, dict[str, str]], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._max_bytes = max_bytes
         self._good: dict[str, tuple[CompiledPolicy, ...]] = {}
