@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import jsonpatch
 import yaml
 
 from app.engine.inject import InjectionResult, inject_pod
@@ -155,10 +156,11 @@ def inject_documents(
             _explain(explain, title, result)
         if result.denial:
             denials.append(f"{title}: {result.denial}")
-        if result.mutated is None or result.denial:
+        if not result.patch or result.denial:
             output.append(document)
             continue
-        output.append(_put_back(document, template, path, result.mutated))
+        # The very patch the webhook would return, applied to the manifest's pod.
+        output.append(_put_back(document, template, path, jsonpatch.apply_patch(pod, result.patch)))
     return output, denials
 
 

@@ -80,6 +80,7 @@ class _PodEditor:
         self.spec: dict[str, Any] = pod["spec"]
         self.outcome = outcome
         self.own_containers = len(_list(self.spec.get("containers")))
+        self.changes = 0  # edits made so far; a policy that made none is not recorded as injected
         self.native_count = 0  # native sidecars injected at the front of initContainers
         self.first_count = 0  # init containers injected after them, before the pod's own
 
@@ -138,6 +139,7 @@ class _PodEditor:
             self._insert(container, where)
 
     def _insert(self, container: dict[str, Any], where: str) -> None:
+        self.changes += 1
         if where == "containers":
             containers = _list(self.spec.get("containers"))
             containers.append(container)
@@ -167,6 +169,7 @@ class _PodEditor:
                     policy, f"the pod already has a different volume named {volume['name']!r}; kept the pod's"
                 )
         if added:
+            self.changes += 1
             self.spec["volumes"] = _list(self.spec.get("volumes")) + added
 
     def _own_container(self, index: int) -> dict[str, Any]:
@@ -199,6 +202,7 @@ class _PodEditor:
                         )
                     continue
                 self._own_container(index)["volumeMounts"] = [*current, mount]
+                self.changes += 1
 
     def add_env(self, policy: CompiledPolicy, env: list[dict[str, Any]], targets: list[int]) -> None:
         for index in targets:
@@ -220,6 +224,7 @@ class _PodEditor:
                     )
             if added:
                 self._own_container(index)["env"] = [*current, *added]
+                self.changes += 1
 
     def add_map(
         self, policy: CompiledPolicy, key: str, values: Mapping[str, str], reserved: set[str]
@@ -235,6 +240,7 @@ class _PodEditor:
             elif current[name] != value:
                 self.warn(policy, f"the pod already has {key[:-1]} {name!r}={current[name]!r}; kept it")
         if changed:
+            self.changes += 1
             self.meta[key] = current
 
     def add_pull_secrets(self, secrets: list[dict[str, Any]]) -> None:
@@ -242,6 +248,7 @@ class _PodEditor:
         names = _names(current)
         added = [s for s in secrets if s["name"] not in names]
         if added:
+            self.changes += 1
             self.spec["imagePullSecrets"] = current + added
 
 
@@ -288,8 +295,12 @@ def mutate_pod(
     copy = working_copy(pod)
     editor = _PodEditor(copy, outcome)
     for policy, spec in rendered:
+        before = editor.changes
         apply_policy(editor, policy, spec, config)
-        outcome.injected.append(policy)
+        if editor.changes > before:
+            outcome.injected.append(policy)
+        else:
+            outcome.warnings.append(f"podgraft: policy {policy.name!r}: nothing left to inject after conflicts")
     if outcome.injected:
         annotations = _dict(copy["metadata"].get("annotations"))
         annotations[config.status_annotation] = status_value(previous_status, outcome.injected)

@@ -1,0 +1,93 @@
+"""Shared test helpers: building AdmissionReviews, loading policies, strict schema validation."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import kubernetes_validate
+import orjson
+import pytest
+from kubernetes_validate.utils import latest_version
+
+from app.engine.policyset import PolicySet
+from app.policy.store import PolicyStore
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_POLICIES = ROOT / "examples" / "policies"
+# Kubernetes versions every produced Pod must validate against (strict: unknown fields fail).
+SCHEMA_VERSIONS = ("1.30", latest_version())
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/*/expected.yaml")
+
+
+def make_review(
+    obj: Mapping[str, Any] | None,
+    *,
+    namespace: str = "default",
+    operation: str = "CREATE",
+    sub_resource: str = "",
+    old: Mapping[str, Any] | None = None,
+    api_version: str = "admission.k8s.io/v1",
+    resource: str = "pods",
+    kind: str = "Pod",
+) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "uid": str(uuid.uuid4()),
+        "kind": {"group": "", "version": "v1", "kind": kind},
+        "resource": {"group": "", "version": "v1", "resource": resource},
+        "operation": operation,
+        "namespace": namespace,
+        "userInfo": {"username": "tester"},
+    }
+    if sub_resource:
+        request["subResource"] = sub_resource
+    if obj is not None:
+        request["object"] = obj
+    if old is not None:
+        request["oldObject"] = old
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}
+
+
+def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if "patch" not in response:
+        return []
+    assert response["patchType"] == "JSONPatch"
+    ops: list[dict[str, Any]] = orjson.loads(base64.b64decode(response["patch"]))
+    return ops
+
+
+def apply_patch(pod: Mapping[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = jsonpatch.apply_patch(pod, ops)
+    return result
+
+
+def store_from_texts(texts: Mapping[str, str]) -> PolicyStore:
+    store = PolicyStore()
+    errors = store.replace_all(dict(texts))
+    assert not errors, errors
+    return store
+
+
+def policies_from_dir(directory: Path) -> PolicySet:
+    from app.policy.sources import read_directory
+
+    store = PolicyStore()
+    errors = store.replace_all(read_directory(directory))
+    assert not errors, errors
+    return store.current()
+
+
+def assert_valid_pod(pod: Mapping[str, Any]) -> None:
+    """Strict validation against the Kubernetes schema of every version in SCHEMA_VERSIONS."""
+    for version in SCHEMA_VERSIONS:
+        try:
+            kubernetes_validate.validate(dict(pod), version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"pod does not validate against Kubernetes {version}: {exc}") from None
