@@ -136,7 +136,8 @@ def test_golden_offline_inject_matches_webhook(case: str) -> None:
         explain=None,
     )
     if not expected["allowed"]:
-        assert denials and expected["denial"] in denials[0]
+        assert denials
+        assert expected["denial"] in denials[0]
         assert output == [data["pod"]]
     else:
         want = expected.get("pod", data["pod"])
