@@ -14,6 +14,7 @@ from .support import V1, V1BETA1, pod, review
 
 LIMIT = 3 * 1024 * 1024  # the default PODGRAFT_MAX_BODY_BYTES
 JSON = {"content-type": "application/json"}
+INJECT = "podgraft.io/inject"
 
 
 def _review(**changes: Any) -> dict[str, Any]:
@@ -292,6 +293,16 @@ GARBAGE = [
         id="numeric-annotation",
     ),
     pytest.param(json.dumps(_review(**{"request.dryRun": "yes"})).encode(), id="string-dryrun"),
+    pytest.param(
+        json.dumps(_review(**{"request.name": "", "request.object.metadata": {"generateName": 7}})).encode(),
+        id="numeric-generate-name",
+    ),
+    pytest.param(
+        json.dumps(
+            _review(**{"request.name": "", "request.object.metadata": {"generateName": ["web-"]}})
+        ).encode(),
+        id="list-generate-name",
+    ),
     pytest.param(json.dumps(_review(**{"request.subResource": 3})).encode(), id="numeric-subresource"),
 ]
 
@@ -316,3 +327,48 @@ def test_no_input_gives_a_5xx(client: httpx.Client, body: bytes) -> None:
 def test_other_routes_are_4xx(client: httpx.Client, method: str, path: str, status: int) -> None:
     response = client.request(method, path, content=json.dumps(_review()).encode(), headers=JSON)
     assert response.status_code == status
+
+
+def _malformed(metadata: dict[str, Any], *, spec: Any = None, **kwargs: Any) -> dict[str, Any]:
+    obj = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec or {"containers": []}}
+    return review(obj, uid="uid-malformed", **kwargs)
+
+
+# Objects the kube-apiserver would never send (it decodes pods into typed structs first), but a webhook
+# must survive: the engine is written to read any JSON defensively, so none of these may reach the
+# internal-error path (which admits the pod uninjected with an "internal error" warning).
+MALFORMED_PODS = [
+    pytest.param(
+        _malformed({"name": "p", "labels": ["x"], "annotations": {INJECT: "log-shipper"}}), id="labels-list"
+    ),
+    pytest.param(
+        _malformed({"name": "p", "annotations": {INJECT: "log-shipper", "a": 1}, "labels": {"app": 2}}),
+        id="non-string-label-and-annotation-values",
+    ),
+    pytest.param(
+        _malformed({"generateName": 7, "annotations": {INJECT: "log-shipper"}}), id="generate-name-number"
+    ),
+    pytest.param(
+        _malformed({"name": "p", "annotations": {INJECT: "log-shipper"}}, spec={"serviceAccountName": ["x"]}),
+        id="service-account-list",
+    ),
+    pytest.param(
+        _malformed(
+            {"name": "p", "annotations": {"debug.example.com/rules": "standard"}},
+            spec={"containers": [], "ephemeralContainers": [{"name": "d", "image": "busybox:1.36"}]},
+            operation="UPDATE",
+            sub_resource="ephemeralcontainers",
+            old_object={"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": "not-a-spec"},
+        ),
+        id="ephemeral-old-spec-string",
+    ),
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED_PODS)
+def test_malformed_pod_is_not_an_internal_error(client: httpx.Client, body: dict[str, Any]) -> None:
+    response = client.post("/mutate", content=json.dumps(body).encode(), headers=JSON)
+    assert response.status_code == 200, response.text
+    answer = response.json()["response"]
+    assert answer["uid"] == "uid-malformed"
+    assert not any("internal error" in w for w in answer.get("warnings", [])), answer["warnings"]
