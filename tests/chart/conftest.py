@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from chart_support import HELM_BUILD, Helm
+
+from tests.chart.chart_support import HELM_BUILD, Helm
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from chart_support import (
+from kubernetes_validate import utils as kv_utils
+from packaging.version import Version
+
+from tests.chart.chart_support import (
     CHART,
     CRD_KINDS,
     FULLNAME,
@@ -20,8 +23,6 @@ from chart_support import (
     selector_matches,
     values_of,
 )
-from kubernetes_validate import utils as kv_utils
-from packaging.version import Version
 
 pytestmark = pytest.mark.chart
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import FULLNAME, NAMESPACE, Helm, one
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from tests.chart.chart_support import FULLNAME, NAMESPACE, Helm, one
 
 pytestmark = pytest.mark.chart
 

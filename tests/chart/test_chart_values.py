@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART, NAMESPACE, VALUE_SETS, Helm, find, one, values_of
 
 from app.policy.model import parse_policy
+from tests.chart.chart_support import CHART, NAMESPACE, VALUE_SETS, Helm, find, one, values_of
 
 pytestmark = pytest.mark.chart
 

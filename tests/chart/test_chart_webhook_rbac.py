@@ -6,7 +6,8 @@ import base64
 from typing import Any
 
 import pytest
-from chart_support import (
+
+from tests.chart.chart_support import (
     NAMESPACE,
     SYSTEM_NAMESPACES,
     VALUE_SET_PARAMS,

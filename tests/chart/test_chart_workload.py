@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chart_support import (
+
+from tests.chart.chart_support import (
     NAMESPACE,
     VALUE_SET_PARAMS,
     Helm,

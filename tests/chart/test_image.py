@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_support import CHART, REPO, Helm, env_of, one
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.settings import Settings
+from tests.chart.chart_support import CHART, REPO, Helm, env_of, one
 
 pytestmark = pytest.mark.chart
 

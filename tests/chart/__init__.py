@@ -1,0 +1,1 @@
+"""Chart tier: Helm chart render, schema validation, Dockerfile checks."""
