@@ -109,12 +109,19 @@ class PolicyFiles:
         self._remember(path)
         path.unlink()
 
-    def restore(self) -> None:
+    def restore(self) -> bool:
+        """Put every file back; True when something had to change."""
+        changed = False
         for path, content in self.saved.items():
+            current = path.read_bytes() if path.exists() else None
+            if current == content:
+                continue
+            changed = True
             if content is None:
-                path.unlink(missing_ok=True)
+                path.unlink()
             else:
                 self.write(path.name, content.decode("utf-8"))
+        return changed
 
 
 @pytest.fixture
@@ -126,10 +133,9 @@ def policy_files(server: Server, metrics: Metrics, ready: Ready) -> Iterator[Pol
     """
     files = PolicyFiles(server.policy_dir)
     yield files
-    if not files.saved:
-        return
     reloads = metrics()["podgraft_policy_reloads_total"]
-    files.restore()
+    if not files.restore():
+        return
     wait_for(
         lambda: metrics()["podgraft_policy_reloads_total"] > reloads, what="the restored policies reloaded"
     )
