@@ -1,0 +1,319 @@
+"""The InjectionPolicy schema: every rejection names the field by its path in the document."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from app.policy.model import InjectionPolicy, PolicyError, check_label_key, parse_policy
+from tests.unit.builders import BUSYBOX, policy_doc
+
+C = BUSYBOX
+
+
+def _with(document: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {**document, **top}
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "words"),
+    [
+        pytest.param(
+            policy_doc(sidecars=[C], bogus=1), "spec.bogus", "unknown field", id="unknown-field-in-spec"
+        ),
+        pytest.param(
+            policy_doc(sidecars=[{**C, "imagee": "busybox"}]),
+            "spec.sidecars[0].imagee",
+            "unknown field",
+            id="unknown-field-in-container",
+        ),
+        pytest.param(
+            _with(policy_doc(), status={}), "status", "unknown field", id="unknown-field-at-top-level"
+        ),
+        pytest.param(
+            _with(policy_doc(), metadata={"name": "p", "namespace": "x"}),
+            "metadata.namespace",
+            "unknown field",
+            id="unknown-field-in-metadata",
+        ),
+        pytest.param(
+            policy_doc(ephemeral={"allowedImage": ["busybox"]}),
+            "spec.ephemeral.allowedImage",
+            "unknown field",
+            id="unknown-field-in-ephemeral",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[C], namespaceSelector={"matchLabel": {"a": "b"}}),
+            "spec.namespaceSelector.matchLabel",
+            "unknown field",
+            id="unknown-field-in-selector",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[{"name": "helper"}]), "spec.sidecars[0].image", "required", id="no-image"
+        ),
+        pytest.param(
+            policy_doc(containers=[{"name": "helper", "image": ""}]),
+            "spec.containers[0].image",
+            "at least 1",
+            id="empty-image",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[{"name": "helper", "image": 5}]),
+            "spec.sidecars[0].image",
+            "string",
+            id="image-not-a-string",
+        ),
+        pytest.param(policy_doc("Bad_Name"), "metadata.name", "DNS-1123", id="bad-policy-name"),
+        pytest.param(
+            policy_doc(initContainers=[{"name": "Init!", "image": "busybox"}]),
+            "spec.initContainers[0].name",
+            "DNS-1123",
+            id="bad-container-name",
+        ),
+        pytest.param(
+            policy_doc(volumes=[{"name": "Data_1", "emptyDir": {}}]),
+            "spec.volumes[0].name",
+            "DNS-1123",
+            id="bad-volume-name",
+        ),
+        pytest.param(
+            policy_doc(
+                sidecars=[C], match={"labels": {"matchExpressions": [{"key": "a", "operator": "In"}]}}
+            ),
+            "spec.match.labels.matchExpressions[0]",
+            "needs at least one value",
+            id="in-without-values",
+        ),
+        pytest.param(
+            policy_doc(
+                sidecars=[C],
+                match={"labels": {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}},
+            ),
+            "spec.match.labels.matchExpressions[0]",
+            "takes no values",
+            id="exists-with-values",
+        ),
+        pytest.param(
+            policy_doc(
+                sidecars=[C], match={"labels": {"matchExpressions": [{"key": "a", "operator": "Has"}]}}
+            ),
+            "spec.match.labels.matchExpressions[0].operator",
+            "'In', 'NotIn', 'Exists' or 'DoesNotExist'",
+            id="unknown-operator",
+        ),
+        pytest.param(
+            policy_doc(volumes=[{"name": "data"}]),
+            "spec.volumes[0]",
+            "exactly one source",
+            id="volume-without-source",
+        ),
+        pytest.param(
+            policy_doc(volumes=[{"name": "data", "emptyDir": {}, "configMap": {"name": "x"}}]),
+            "spec.volumes[0]",
+            "exactly one source",
+            id="volume-with-two-sources",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[{**C, "restartPolicy": "Always"}]),
+            "spec",
+            "sidecar 'helper': leave restartPolicy out",
+            id="restart-policy-on-sidecar",
+        ),
+        pytest.param(
+            policy_doc(initContainers=[{**C, "restartPolicy": "Always"}]),
+            "spec",
+            "put it under spec.sidecars",
+            id="restart-policy-on-init-container",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[C], containers=[C]),
+            "spec",
+            "container names must be unique within a policy: helper",
+            id="duplicate-container-names",
+        ),
+        pytest.param(
+            policy_doc(volumes=[{"name": "d", "emptyDir": {}}, {"name": "d", "emptyDir": {}}]),
+            "spec",
+            "volume names must be unique",
+            id="duplicate-volume-names",
+        ),
+        pytest.param(
+            policy_doc(match={"annotations": {"a": "b"}}, required=True),
+            "spec",
+            "injects nothing",
+            id="injects-nothing",
+        ),
+        pytest.param(
+            _with(policy_doc(), apiVersion="podgraft.io/v1"),
+            "apiVersion",
+            "podgraft.io/v1alpha1",
+            id="wrong-api-version",
+        ),
+        pytest.param(_with(policy_doc(), kind="Pod"), "kind", "InjectionPolicy", id="wrong-kind"),
+        pytest.param(
+            policy_doc(labels={"team": "not valid!"}),
+            "spec.labels",
+            "not a valid label value",
+            id="label-value-invalid",
+        ),
+        pytest.param(
+            policy_doc(labels={"team": "x" * 64}),
+            "spec.labels",
+            "not a valid label value",
+            id="label-value-too-long",
+        ),
+        pytest.param(policy_doc(labels={"-team": "a"}), "spec.labels", "key '-team'", id="label-key-invalid"),
+        pytest.param(
+            policy_doc(annotations={"a/b/c": "x"}),
+            "spec.annotations",
+            "prefix",
+            id="annotation-key-prefix-invalid",
+        ),
+        pytest.param(policy_doc(labels={"team": 1}), "spec.labels.team", "string", id="label-value-number"),
+        pytest.param(
+            policy_doc(env=[{"name": "1 bad", "value": "x"}]),
+            "spec.env[0].name",
+            "env name",
+            id="bad-env-name",
+        ),
+        pytest.param(
+            policy_doc(volumeMounts=[{"name": "data", "mountPath": "relative"}]),
+            "spec.volumeMounts[0].mountPath",
+            "absolute",
+            id="relative-mount-path",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[{**C, "ports": [{"containerPort": 70000}]}]),
+            "spec.sidecars[0].ports[0].containerPort",
+            "65535",
+            id="port-out-of-range",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[C], sidecarMode="sometimes"),
+            "spec.sidecarMode",
+            "native",
+            id="bad-sidecar-mode",
+        ),
+        pytest.param(
+            policy_doc(initContainers=[C], initContainerPosition="middle"),
+            "spec.initContainerPosition",
+            "first",
+            id="bad-init-position",
+        ),
+    ],
+)
+def test_rejection_names_the_field(document: dict[str, Any], path: str, words: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document)
+    message = str(caught.value)
+    assert f"{path}: " in message, message
+    assert words in message, message
+    name = document["metadata"]["name"]
+    assert message.startswith(f"policy {name!r}: "), message
+
+
+def test_every_problem_is_reported_on_its_own_line_part() -> None:
+    document = policy_doc(sidecars=[{"name": "helper"}], bogus=True)
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document)
+    parts = str(caught.value).removeprefix("policy 'p': ").split("; ")
+    assert sorted(parts) == ["spec.bogus: unknown field", "spec.sidecars[0].image: Field required"]
+
+
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        pytest.param([1, 2], "got list", id="list"),
+        pytest.param("text", "got str", id="string"),
+        pytest.param(None, "got NoneType", id="null"),
+    ],
+)
+def test_non_mapping_document_is_refused(document: object, words: str) -> None:
+    with pytest.raises(PolicyError, match=words):
+        parse_policy(document)
+
+
+def test_missing_metadata_names_the_field_without_a_policy_name() -> None:
+    document = policy_doc()
+    del document["metadata"]
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document)
+    assert str(caught.value) == "metadata: Field required"
+
+
+def test_labels_shorthand_equals_match_labels() -> None:
+    short = parse_policy(policy_doc(sidecars=[C], match={"labels": {"app": "web"}}))
+    full = parse_policy(policy_doc(sidecars=[C], match={"labels": {"matchLabels": {"app": "web"}}}))
+    assert short.spec.match == full.spec.match
+    assert short.spec.match is not None
+    assert short.spec.match.labels.match_labels == {"app": "web"}
+    assert short.spec.match.labels.match_expressions == []
+
+
+def test_templated_label_value_is_checked_after_rendering_not_at_load() -> None:
+    policy = parse_policy(policy_doc(labels={"app": "{{ pod.labels.app }}"}))
+    assert policy.spec.labels == {"app": "{{ pod.labels.app }}"}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"initContainers": [C]}, id="init-container"),
+        pytest.param({"volumes": [{"name": "data", "emptyDir": {}}]}, id="volume"),
+        pytest.param({"env": [{"name": "X", "value": "1"}]}, id="env"),
+        pytest.param({"annotations": {"example.com/a": "1"}}, id="annotation"),
+        pytest.param({"labels": {"a": "1"}}, id="label"),
+        pytest.param({"imagePullSecrets": [{"name": "creds"}]}, id="pull-secret"),
+        pytest.param({"ephemeral": {"allowedImages": ["busybox:*"]}}, id="ephemeral-only"),
+    ],
+)
+def test_one_injection_is_enough(spec: dict[str, Any]) -> None:
+    policy = parse_policy(policy_doc(**spec))
+    assert isinstance(policy, InjectionPolicy)
+    assert policy.metadata.name == "p"
+
+
+def test_defaults_and_aliases() -> None:
+    policy = parse_policy(
+        policy_doc(
+            initContainers=[{**C, "volumeMounts": [{"name": "d", "mountPath": "/d", "readOnly": True}]}],
+            volumes=[{"name": "d", "emptyDir": {"medium": "Memory"}}],
+        )
+    )
+    assert policy.spec.required is False
+    assert policy.spec.init_container_position == "first"
+    assert policy.spec.sidecar_mode is None
+    dumped = policy.spec.model_dump(by_alias=True, exclude_none=True)
+    assert dumped["initContainers"][0]["volumeMounts"] == [{"name": "d", "mountPath": "/d", "readOnly": True}]
+    # Volumes are open objects: their source survives unchanged for the apiserver to validate.
+    assert dumped["volumes"] == [{"name": "d", "emptyDir": {"medium": "Memory"}}]
+
+
+def test_policy_is_frozen() -> None:
+    policy = parse_policy(policy_doc())
+    with pytest.raises(ValueError, match="frozen"):
+        policy.metadata.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [
+        pytest.param("app", True, id="plain"),
+        pytest.param("example.com/app", True, id="prefixed"),
+        pytest.param("a.b-c_d", True, id="punctuation-inside"),
+        pytest.param("x" * 63, True, id="63-chars"),
+        pytest.param("x" * 64, False, id="64-chars"),
+        pytest.param("Example.com/app", False, id="upper-case-prefix"),
+        pytest.param("example.com/", False, id="empty-name"),
+        pytest.param("-app", False, id="leading-dash"),
+        pytest.param("a/b/c", False, id="two-slashes"),
+    ],
+)
+def test_check_label_key(key: str, ok: bool) -> None:
+    if ok:
+        assert check_label_key(key) == key
+    else:
+        with pytest.raises(ValueError, match=re.escape(repr(key))):
+            check_label_key(key)
