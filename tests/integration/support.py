@@ -256,14 +256,18 @@ def peer_certificate(
 
 
 def wait_for(
-    probe: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.1, what: str = "condition"
+    probe: Callable[[], Any],
+    *,
+    until: Callable[[Any], Any] = bool,
+    timeout: float = 5.0,
+    interval: float = 0.1,
+    what: str = "condition",
 ) -> Any:
-    """Poll `probe` until it returns a truthy value; fail with the last value after `timeout`."""
+    """Poll `probe` until `until(value)` holds; return that value, or fail after `timeout`."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         last = probe()
-        if last:
+        if until(last):
             return last
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout}s (last value: {last!r})")

@@ -13,12 +13,6 @@ RELOAD_TIMEOUT = 5.0
 WAIT_FOR_DB = "wait-for-db.yaml"
 
 
-def reported_errors(ready: Ready) -> tuple[int, dict[str, Any]] | None:
-    """(status, detail) of /readyz once it reports a policy error, else None."""
-    status, detail = ready()
-    return (status, detail) if detail["policyErrors"] else None
-
-
 def injected_init_images(mutate: Mutate, policy: str) -> list[str]:
     """Images of the init containers injected into a pod that requests `policy` (empty: none)."""
     status, body = mutate(review(pod(annotations={"podgraft.io/inject": policy})))
@@ -85,7 +79,8 @@ def test_invalid_policy_file_keeps_the_previous_policy_and_is_reported(
     policy_files.write(WAIT_FOR_DB, edit(policy_files.read(WAIT_FOR_DB)))
 
     status, detail = wait_for(
-        lambda: reported_errors(ready),
+        ready,
+        until=lambda r: r[1]["policyErrors"],
         timeout=RELOAD_TIMEOUT,
         what="/readyz reporting the policy error",
     )
@@ -170,7 +165,8 @@ def test_new_file_with_several_documents_adds_policies_and_deleting_it_removes_t
 def test_a_policy_name_defined_by_two_files_is_reported(ready: Ready, policy_files: PolicyFiles) -> None:
     policy_files.write("zz-copy.yaml", policy_files.read(WAIT_FOR_DB).replace("busybox:1.36", "busybox:1.99"))
     status, detail = wait_for(
-        lambda: reported_errors(ready),
+        ready,
+        until=lambda r: r[1]["policyErrors"],
         timeout=RELOAD_TIMEOUT,
         what="the duplicate reported",
     )
