@@ -65,7 +65,7 @@ class AdmissionRequest:
         metadata = (self.object or {}).get("metadata") or {}
         if not isinstance(metadata, dict):
             return self.name
-        return str(metadata.get("name") or self.name or (metadata.get("generateName") or "") + "*")
+        return str(metadata.get("name") or self.name or str(metadata.get("generateName") or "") + "*")
 
 
 def _depth_ok(value: object, limit: int) -> bool:

@@ -85,6 +85,7 @@ class CertificateReloader:
             return self._fail(f"cannot read certificate files: {exc}")
         fingerprint = hashlib.sha256(cert_pem + b"\0" + key_pem).hexdigest()
         if self.state is not None and fingerprint == self.state.fingerprint:
+            self.last_error = None  # the live pair is back on disk (e.g. a broken rotation rolled back)
             return False
         try:
             expires_at = certificate_expiry(cert_pem)
