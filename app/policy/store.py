@@ -91,7 +91,8 @@ class PolicyStore:
         self._lock = threading.Lock()
         self._max_bytes = max_bytes
         self._good: dict[str, tuple[CompiledPolicy, ...]] = {}
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, str] = {}  # by key: why its text was refused (last good kept)
+        self._conflicts: dict[str, str] = {}  # by key: a policy name another key already defines
         self._current = PolicySet()
         self._synced = False
         self._on_change = on_change
@@ -105,7 +106,7 @@ class PolicyStore:
         return self._synced
 
     def errors(self) -> dict[str, str]:
-        return dict(self._errors)
+        return {**self._conflicts, **self._errors}
 
     def apply(self, key: str, text: str) -> str | None:
         """Replace one source key. Returns the error message (the last good version stays), or None."""
@@ -143,7 +144,8 @@ class PolicyStore:
                 except PolicyError as exc:
                     errors[key] = str(exc)
                     self._errors[key] = str(exc)
-            errors.update(self._swap())
+            for key, message in self._swap().items():
+                errors.setdefault(key, message)  # a refused text is the news, not its old conflict
             if full:
                 self._synced = True
         return errors
@@ -158,13 +160,13 @@ class PolicyStore:
                 if policy.name in owners:
                     message = f"policy {policy.name!r} is already defined by {owners[policy.name]}; ignored"
                     conflicts[key] = message
-                    self._errors[key] = message
                     continue
                 owners[policy.name] = key
                 chosen.append(policy)
         self._current = PolicySet.build(chosen)
+        self._conflicts = conflicts  # recomputed on every swap: a resolved conflict is not reported
         if self._on_change is not None:
-            self._on_change(self._current, dict(self._errors))
+            self._on_change(self._current, self.errors())
         return conflicts
 
     def keys(self) -> Iterable[str]:
