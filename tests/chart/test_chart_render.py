@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections import Counter
 from typing import Any
 
@@ -15,6 +17,7 @@ from tests.chart.chart_support import (
     CRD_KINDS,
     FULLNAME,
     NAMESPACE,
+    REPO,
     VALUE_SET_PARAMS,
     VALUE_SETS,
     Helm,
@@ -44,6 +47,32 @@ def test_kubernetes_versions_cover_1_29_through_the_newest_shipped() -> None:
     assert minors[0] == 29
     assert KUBERNETES_VERSIONS[-1] == kv_utils.major_minor(kubernetes_validate.latest_version())
     assert minors == list(range(29, minors[-1] + 1)), "a Kubernetes minor is missing from kubernetes-validate"
+
+
+def test_helm_is_the_pinned_build(helm: Helm) -> None:
+    """hack/helm/go.mod pins helm; the build stamps that version and a real KubeVersion (not v1.20)."""
+    if os.environ.get("HELM_BIN"):
+        pytest.skip("HELM_BIN overrides the pinned build")
+    pinned = re.search(r"^require helm\.sh/helm/v3 (v\S+)$", (REPO / "hack/helm/go.mod").read_text(), re.M)
+    assert pinned is not None
+    assert helm.run("version", "--template", "{{ .Version }}").stdout.strip() == pinned.group(1)
+    # Built without helm's -X flags, helm would assume Kubernetes 1.20 and refuse the chart
+    # (kubeVersion >=1.29) in every helm template below.
+
+
+@pytest.mark.parametrize(
+    ("kube_version", "renders"),
+    [
+        pytest.param("1.28.9", False, id="1.28-refused"),
+        pytest.param("1.29.0", True, id="1.29"),
+        pytest.param("1.37.0", True, id="1.37"),
+    ],
+)
+def test_chart_kube_version_constraint(helm: Helm, kube_version: str, renders: bool) -> None:
+    result = helm.run(*helm.template_args(), "--kube-version", kube_version, check=False)
+    assert (result.returncode == 0) is renders, result.stderr
+    if not renders:
+        assert "incompatible with Kubernetes" in result.stderr
 
 
 @pytest.mark.parametrize("value_set", VALUE_SET_PARAMS)
