@@ -188,7 +188,7 @@ def _rules(
 
 POLICY_RULES = {
     (("",), ("configmaps",), ("get", "list", "watch"), ()),
-    (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
+    (("",), ("events",), ("create", "patch"), ()),
 }
 CLUSTER_RULES = {(("",), ("namespaces",), ("get", "list", "watch"), ())}
 
