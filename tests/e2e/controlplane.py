@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import http.client
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -46,11 +46,11 @@ LOOPBACK = "127.0.0.1"
 _LIVE: dict[int, Managed] = {}
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL if the test process dies (Linux), even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _with_parent_death_signal(argv: Sequence[str]) -> list[str]:
+    """Prefix `setpriv --pdeathsig KILL` (util-linux) when present: the child then dies with the test
+    process even when that is SIGKILLed and no finalizer runs. (No preexec_fn: unsafe with threads.)"""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
 
 
 @dataclass
@@ -68,13 +68,12 @@ class Managed:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
-                list(argv),
+                _with_parent_death_signal(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # own process group: killpg reaches any grandchildren
-                preexec_fn=_die_with_parent,
             )
         managed = cls(name, popen, log_path)
         _LIVE[popen.pid] = managed
