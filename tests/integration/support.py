@@ -229,10 +229,18 @@ def build_server(
 
 
 @contextlib.contextmanager
-def running(server: Server) -> Iterator[Server]:
-    """Start the server and stop it whatever happens."""
+def running(server: Server, *, attempts: int = 3) -> Iterator[Server]:
+    """Start the server (on another free port if the chosen one was taken meanwhile); always stop it."""
     try:
-        server.start()
+        for attempt in range(attempts):
+            try:
+                server.start()
+                break
+            except RuntimeError:
+                server.stop()
+                if attempt == attempts - 1 or "address already in use" not in server.log_text().lower():
+                    raise
+                server.port = free_port()
         yield server
     finally:
         server.stop()

@@ -12,6 +12,8 @@ import pytest
 
 from .support import V1, V1BETA1, pod, review
 
+pytestmark = pytest.mark.timeout(60)
+
 LIMIT = 3 * 1024 * 1024  # the default PODGRAFT_MAX_BODY_BYTES
 JSON = {"content-type": "application/json"}
 INJECT = "podgraft.io/inject"

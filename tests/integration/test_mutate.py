@@ -13,6 +13,8 @@ import pytest
 from .conftest import Mutate
 from .support import NAMESPACE, V1, V1BETA1, Server, decode_patch, load_pod, pod, review, wait_for
 
+pytestmark = pytest.mark.timeout(60)
+
 SCHEMA_VERSIONS = ["1.30", kubernetes_validate.utils.major_minor(kubernetes_validate.latest_version())]
 DEBUG_IMAGES = "busybox:1.*, nicolaka/netshoot:*, registry.example.com/debug/*"
 

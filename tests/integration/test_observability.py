@@ -11,6 +11,8 @@ import pytest
 from .conftest import Metrics, Mutate, Ready
 from .support import Server, load_pod, peer_certificate, pod, review
 
+pytestmark = pytest.mark.timeout(60)
+
 REQUESTS = "podgraft_admission_requests_total"
 LATENCY = "podgraft_admission_duration_seconds"
 

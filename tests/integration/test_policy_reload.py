@@ -9,6 +9,8 @@ import pytest
 from .conftest import Metrics, Mutate, PolicyFiles, Ready
 from .support import Server, decode_patch, pod, review, wait_for
 
+pytestmark = pytest.mark.timeout(60)
+
 RELOAD_TIMEOUT = 5.0
 WAIT_FOR_DB = "wait-for-db.yaml"
 

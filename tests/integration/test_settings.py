@@ -12,6 +12,8 @@ import pytest
 
 from .support import Server, build_server, client_context, decode_patch, load_pod, pod, review, running
 
+pytestmark = pytest.mark.timeout(60)
+
 BODY_LIMIT = 4096
 SETTINGS_ENV = {
     "PODGRAFT_MAX_BODY_BYTES": str(BODY_LIMIT),
