@@ -431,18 +431,22 @@ class ErrorTracker:
 
 
 @dataclass(frozen=True, slots=True)
-class _Listed:
+class ConfigMapsListed:
+    """A full listing of one namespace's policy ConfigMaps."""
+
     namespace: str
     configmaps: list[PolicyConfigMap]
 
 
 @dataclass(frozen=True, slots=True)
-class _Changed:
+class ConfigMapChanged:
+    """One watch event about a policy ConfigMap."""
+
     kind: str  # ADDED | MODIFIED | DELETED
     configmap: PolicyConfigMap
 
 
-_Message = _Listed | _Changed
+ConfigMapMessage = ConfigMapsListed | ConfigMapChanged
 EventPoster = Callable[[PolicyConfigMap, str], None]  # blocking; called on a worker thread
 
 
@@ -457,7 +461,8 @@ class ConfigMapSource:
         label: str = "podgraft.io/policy",
         namespace_cache: NamespaceCache | None = None,
         post_event: EventPoster | None = None,
-        watch_factory: Callable[[str, Callable[[_Message], None]], ListWatch[PolicyConfigMap]] | None = None,
+        watch_factory: Callable[[str, Callable[[ConfigMapMessage], None]], ListWatch[PolicyConfigMap]]
+        | None = None,
     ) -> None:
         self.namespaces = list(dict.fromkeys(namespaces))
         self.configuration = configuration
@@ -472,9 +477,9 @@ class ConfigMapSource:
 
     async def run(self, store: PolicyStore) -> None:
         loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[_Message] = asyncio.Queue()
+        inbox: asyncio.Queue[ConfigMapMessage] = asyncio.Queue()
 
-        def post(message: _Message) -> None:  # called on watch threads
+        def post(message: ConfigMapMessage) -> None:  # called on watch threads
             with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
                 loop.call_soon_threadsafe(inbox.put_nowait, message)
 
@@ -494,7 +499,7 @@ class ConfigMapSource:
             if self.namespace_cache is not None:
                 self.namespace_cache.stop()
 
-    async def _first_sync(self, store: PolicyStore, inbox: asyncio.Queue[_Message]) -> None:
+    async def _first_sync(self, store: PolicyStore, inbox: asyncio.Queue[ConfigMapMessage]) -> None:
         """Wait for a listing of every namespace (and the Namespaces), then load all at once."""
         pending = set(self.namespaces)
         started = time.monotonic()
@@ -508,7 +513,7 @@ class ConfigMapSource:
                 )
                 continue
             self._stage(message)
-            if isinstance(message, _Listed):
+            if isinstance(message, ConfigMapsListed):
                 pending.discard(message.namespace)
         if self.namespace_cache is not None:
             while not self.namespace_cache.synced.is_set():
@@ -529,15 +534,15 @@ class ConfigMapSource:
             },
         )
 
-    def _stage(self, message: _Message) -> dict[str, SourceText]:
-        if isinstance(message, _Listed):
+    def _stage(self, message: ConfigMapMessage) -> dict[str, SourceText]:
+        if isinstance(message, ConfigMapsListed):
             return self.state.resync(message.namespace, message.configmaps)
         cm = message.configmap
         if message.kind == "DELETED":
             return self.state.delete(cm.namespace, cm.name)
         return self.state.upsert(cm)
 
-    def _handle(self, store: PolicyStore, message: _Message) -> None:
+    def _handle(self, store: PolicyStore, message: ConfigMapMessage) -> None:
         delta = self._stage(message)
         if not delta:
             return
@@ -592,7 +597,9 @@ class ConfigMapSource:
         body = rejection_event(cm, message, now=dt.datetime.now(dt.UTC), instance=socket.gethostname())
         self._core_api().create_namespaced_event(cm.namespace, body, _request_timeout=CALL_TIMEOUT)
 
-    def _kube_watch(self, namespace: str, post: Callable[[_Message], None]) -> ListWatch[PolicyConfigMap]:
+    def _kube_watch(
+        self, namespace: str, post: Callable[[ConfigMapMessage], None]
+    ) -> ListWatch[PolicyConfigMap]:
         from kubernetes import client
 
         core = client.CoreV1Api(_api_client(self.configuration))  # one connection pool per thread
@@ -607,8 +614,8 @@ class ConfigMapSource:
             lister=lister,
             watcher=watcher,
             interrupt=interrupt,
-            on_list=lambda items: post(_Listed(namespace, items)),
-            on_event=lambda kind, cm: post(_Changed(kind, cm)),
+            on_list=lambda items: post(ConfigMapsListed(namespace, items)),
+            on_event=lambda kind, cm: post(ConfigMapChanged(kind, cm)),
         )
 
 

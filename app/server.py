@@ -39,7 +39,7 @@ from app.settings import Settings
 from app.tls import CertificateReloader
 
 log = logging.getLogger("podgraft.server")
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -192,14 +192,14 @@ class Handler:
                 config=rt.engine,
                 namespace_labels=self._namespace_labels(parsed),
             )
+            self._record(parsed, decision)
+            return _json(admission.review(parsed.api_version, decision.response))
         except admission.BadReview as exc:
             rt.metrics.requests.labels("bad_request").inc()
             log.warning("bad admission request", extra={"status": exc.status, "error": exc.message})
             return _bad(exc)
         except Exception:
             return self._internal_error(parsed)
-        self._record(parsed, decision)
-        return _json(admission.review(parsed.api_version, decision.response))
 
     def _namespace_labels(self, request: admission.AdmissionRequest) -> Mapping[str, str] | None:
         if self.rt.namespaces is None or not request.namespace:

@@ -23,6 +23,7 @@ from app.engine.patch import create_patch, without_managed_fields
 from app.engine.policyset import CompiledPolicy, PolicySet
 from app.engine.render import RenderError, pod_context, render_tree
 from app.engine.select import Decision, EngineConfig, Selection, select_policies
+from app.policy.model import label_value_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,20 @@ class InjectionResult:
     skip_reason: str | None = None
     skip_code: str | None = None
     mutated: Mapping[str, Any] | None = None  # the pod after the patch (None when unchanged)
+
+
+def check_rendered(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a template can break after validation: label values and images. Raises `RenderError`."""
+    for key, value in (spec.get("labels") or {}).items():
+        problem = label_value_problem(value)
+        if problem:
+            raise RenderError(f"label {key!r} rendered to {problem}")
+    for group in ("initContainers", "sidecars", "containers"):
+        for container in spec.get(group) or []:
+            image = container.get("image", "")
+            if not image.strip() or any(c.isspace() for c in image):
+                raise RenderError(f"container {container['name']!r}: image rendered to {image!r}")
+    return spec
 
 
 def _render_all(
@@ -52,7 +67,7 @@ def _render_all(
             pod=pod, namespace=namespace, parameters=policy.model.spec.parameters, policy_name=policy.name
         )
         try:
-            rendered.append((policy, render_tree(policy.spec, context)))
+            rendered.append((policy, check_rendered(render_tree(policy.spec, context))))
         except RenderError as exc:
             message = f"policy {policy.name!r} could not be rendered for this pod: {exc}"
             if policy.required:
@@ -94,7 +109,13 @@ def inject_pod(
     all_warnings = [*selection.warnings, *warnings]
     if denial is not None or not rendered:
         return InjectionResult(warnings=tuple(all_warnings), denial=denial, decisions=decisions)
-    mutated, outcome = mutate_pod(original, rendered, config=config, previous_status=selection.injected)
+    mutated, outcome = mutate_pod(
+        original,
+        rendered,
+        config=config,
+        previous_status=selection.injected,
+        previous_containers=selection.injected_containers,
+    )
     all_warnings += outcome.warnings
     if outcome.denial is not None:
         return InjectionResult(warnings=tuple(all_warnings), denial=outcome.denial, decisions=decisions)

@@ -15,7 +15,7 @@ Layout of the result (see README, "How injection is laid out"):
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,12 +74,18 @@ def sidecar_is_native(policy: CompiledPolicy, config: EngineConfig) -> bool:
 class _PodEditor:
     """Edits one working copy; remembers which of the pod's own containers it has copied."""
 
-    def __init__(self, pod: Pod, outcome: Outcome) -> None:
+    def __init__(self, pod: Pod, outcome: Outcome, injected_before: frozenset[str] = frozenset()) -> None:
         self.pod = pod
         self.meta: dict[str, Any] = pod["metadata"]
         self.spec: dict[str, Any] = pod["spec"]
         self.outcome = outcome
-        self.own_containers = len(_list(self.spec.get("containers")))
+        # The pod's own app containers: env and mounts go there, never into helpers injected earlier.
+        self.own = [
+            index
+            for index, c in enumerate(_list(self.spec.get("containers")))
+            if not (isinstance(c, dict) and c.get("name") in injected_before)
+        ]
+        self.injected_names: list[str] = []
         self.changes = 0  # edits made so far; a policy that made none is not recorded as injected
         self.native_count = 0  # native sidecars injected at the front of initContainers
         self.first_count = 0  # init containers injected after them, before the pod's own
@@ -134,12 +140,22 @@ class _PodEditor:
             if container["name"] in self.all_container_names():
                 self.warn(policy, f"a container named {container['name']!r} already exists; not injected")
                 continue
+            volumes = _names(_list(self.spec.get("volumes")))
+            missing = sorted({m["name"] for m in _list(container.get("volumeMounts"))} - volumes)
+            if missing:
+                self.warn(
+                    policy,
+                    f"container {container['name']!r} mounts {', '.join(missing)}, which the pod "
+                    "does not have; not injected",
+                )
+                continue
             if long_running and not self.check_ports(policy, container):
                 continue
             self._insert(container, where)
 
     def _insert(self, container: dict[str, Any], where: str) -> None:
         self.changes += 1
+        self.injected_names.append(container["name"])
         if where == "containers":
             containers = _list(self.spec.get("containers"))
             containers.append(container)
@@ -256,7 +272,7 @@ def apply_policy(
     editor: _PodEditor, policy: CompiledPolicy, rendered: Mapping[str, Any], config: EngineConfig
 ) -> None:
     """Graft one rendered policy spec onto the pod being edited."""
-    own = list(range(editor.own_containers))
+    own = editor.own
     native = sidecar_is_native(policy, config)
     sidecars = [dict(c, restartPolicy="Always") if native else c for c in rendered.get("sidecars", [])]
     editor.add_volumes(policy, list(rendered.get("volumes", [])))
@@ -274,13 +290,21 @@ def apply_policy(
     editor.add_pull_secrets(list(rendered.get("imagePullSecrets", [])))
 
 
-def status_value(previous: Mapping[str, str], injected: list[CompiledPolicy]) -> str:
-    """The status annotation: every policy injected so far, with its content hash, sorted by name."""
+def status_value(
+    previous: Mapping[str, str],
+    injected: list[CompiledPolicy],
+    containers: Iterable[str] = (),
+) -> str:
+    """The status annotation: every policy injected so far with its content hash, and the containers
+    injected so far (so a later pass never mistakes them for the pod's own), both sorted."""
     merged = dict(previous)
     for policy in injected:
         merged[policy.name] = policy.content_hash
-    entries = [{"name": name, "hash": merged[name]} for name in sorted(merged)]
-    return orjson.dumps({"policies": entries}).decode()
+    status: dict[str, Any] = {"policies": [{"name": name, "hash": merged[name]} for name in sorted(merged)]}
+    names = sorted(set(containers))
+    if names:
+        status["containers"] = names
+    return orjson.dumps(status).decode()
 
 
 def mutate_pod(
@@ -289,21 +313,26 @@ def mutate_pod(
     *,
     config: EngineConfig,
     previous_status: Mapping[str, str],
+    previous_containers: frozenset[str] = frozenset(),
 ) -> tuple[Pod, Outcome]:
     """Apply every rendered policy, in order, to a copy of `pod`; record them in the status annotation."""
     outcome = Outcome()
     copy = working_copy(pod)
-    editor = _PodEditor(copy, outcome)
+    editor = _PodEditor(copy, outcome, previous_containers)
     for policy, spec in rendered:
         before = editor.changes
         apply_policy(editor, policy, spec, config)
         if editor.changes > before:
             outcome.injected.append(policy)
         else:
-            outcome.warnings.append(f"podgraft: policy {policy.name!r}: nothing left to inject after conflicts")
+            outcome.warnings.append(
+                f"podgraft: policy {policy.name!r}: nothing left to inject after conflicts"
+            )
     if outcome.injected:
         annotations = _dict(copy["metadata"].get("annotations"))
-        annotations[config.status_annotation] = status_value(previous_status, outcome.injected)
+        annotations[config.status_annotation] = status_value(
+            previous_status, outcome.injected, [*previous_containers, *editor.injected_names]
+        )
         copy["metadata"]["annotations"] = annotations
     return copy, outcome
 
@@ -324,7 +353,7 @@ def mutate_ephemeral(
     """
     outcome = Outcome()
     copy = working_copy(pod)
-    old_names = _names(_list((old_pod.get("spec") or {}).get("ephemeralContainers")))
+    old_names = _names(_list(_dict(old_pod.get("spec")).get("ephemeralContainers")))
     volumes = _names(_list(copy["spec"].get("volumes")))
     containers = _list(copy["spec"].get("ephemeralContainers"))
     for index, container in enumerate(containers):
@@ -341,8 +370,9 @@ def mutate_ephemeral(
                 )
                 continue
             _graft_ephemeral(updated, policy, spec, volumes, outcome)
-        containers[index] = updated
-    copy["spec"]["ephemeralContainers"] = containers
+        if updated != container:
+            containers[index] = updated
+            copy["spec"]["ephemeralContainers"] = containers
     outcome.injected = [policy for policy, _ in rules]
     return copy, outcome
 

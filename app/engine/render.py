@@ -106,22 +106,37 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _strings(value: object) -> dict[str, str]:
+    """Only string keys and values reach a template; anything else in a malformed pod is left out."""
+    return {k: v for k, v in _mapping(value).items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def pod_context(
     *, pod: Mapping[str, Any], namespace: str, parameters: Mapping[str, Any], policy_name: str
 ) -> dict[str, Any]:
     """The values a template may use. `pod.name` falls back to the `generateName` prefix."""
-    metadata = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    name = metadata.get("name") or ""
-    generate_name = metadata.get("generateName") or ""
+    metadata = _mapping(pod.get("metadata"))
+    spec = _mapping(pod.get("spec"))
+    name = _text(metadata.get("name"))
+    generate_name = _text(metadata.get("generateName"))
     return {
         "pod": {
-            "name": name or generate_name.rstrip("-") or "",
+            "name": name or generate_name.rstrip("-"),
             "generateName": generate_name,
             "namespace": namespace,
-            "labels": dict(metadata.get("labels") or {}),
-            "annotations": dict(metadata.get("annotations") or {}),
-            "serviceAccount": spec.get("serviceAccountName") or spec.get("serviceAccount") or "default",
+            "labels": _strings(metadata.get("labels")),
+            "annotations": _strings(metadata.get("annotations")),
+            "serviceAccount": _text(spec.get("serviceAccountName"))
+            or _text(spec.get("serviceAccount"))
+            or "default",
         },
         "params": dict(parameters),
         "policy": {"name": policy_name},

@@ -69,10 +69,10 @@ class Selection:
     skip_code: str | None = None  # short metric label for skip_reason
     denial: str | None = None  # a required policy cannot be honoured
     injected: Mapping[str, str] = field(default_factory=dict)  # from the status annotation: name -> hash
+    injected_containers: frozenset[str] = frozenset()  # containers an earlier pass injected
 
 
-def read_status(annotations: Mapping[str, Any], key: str) -> dict[str, str]:
-    """Policies recorded as injected in the status annotation (name -> hash). Garbage reads as empty."""
+def _status_data(annotations: Mapping[str, Any], key: str) -> dict[str, Any]:
     raw = annotations.get(key)
     if not isinstance(raw, str) or not raw:
         return {}
@@ -80,7 +80,12 @@ def read_status(annotations: Mapping[str, Any], key: str) -> dict[str, str]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {}
-    entries = data.get("policies") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def read_status(annotations: Mapping[str, Any], key: str) -> dict[str, str]:
+    """Policies recorded as injected in the status annotation (name -> hash). Garbage reads as empty."""
+    entries = _status_data(annotations, key).get("policies")
     if not isinstance(entries, list):
         return {}
     return {
@@ -90,6 +95,14 @@ def read_status(annotations: Mapping[str, Any], key: str) -> dict[str, str]:
         and isinstance(entry.get("name"), str)
         and isinstance(entry.get("hash"), str)
     }
+
+
+def read_status_containers(annotations: Mapping[str, Any], key: str) -> frozenset[str]:
+    """Names of the containers an earlier pass injected (they are not the pod's own containers)."""
+    names = _status_data(annotations, key).get("containers")
+    if not isinstance(names, list):
+        return frozenset()
+    return frozenset(name for name in names if isinstance(name, str))
 
 
 def requested_names(value: str) -> tuple[list[str], list[str]]:
@@ -218,4 +231,5 @@ def select_policies(
         warnings=tuple(warnings),
         denial=denial,
         injected=injected,
+        injected_containers=read_status_containers(annotations, config.status_annotation),
     )

@@ -25,6 +25,13 @@ class PolicyError(ValueError):
     """A policy document that cannot be used, with the location of the problem."""
 
 
+def label_value_problem(value: str) -> str | None:
+    """Why `value` cannot be a label value, or None when it can."""
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        return f"{value[:80]!r} is not a valid label value (at most 63 alphanumerics, '-', '_', '.')"
+    return None
+
+
 def check_label_key(key: str) -> str:
     """Validate a Kubernetes label/annotation key (`[prefix/]name`)."""
     prefix, _, name = key.rpartition("/")
@@ -223,8 +230,9 @@ class PolicySpec(_Strict):
     @classmethod
     def _label_values(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if ("{{" not in item) and (len(item) > 63 or not _LABEL_VALUE.match(item)):
-                raise ValueError(f"label {key!r}: value {item!r} is not a valid label value")
+            problem = None if "{{" in item or "{%" in item else label_value_problem(item)
+            if problem:
+                raise ValueError(f"label {key!r}: {problem}")
         return value
 
     @model_validator(mode="after")

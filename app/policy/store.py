@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import orjson
 import yaml
 
 from app.engine.policyset import CompiledPolicy, PolicySet, compile_policy
@@ -43,6 +44,11 @@ def load_documents(text: str, *, max_bytes: int) -> list[object]:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise PolicyError(f"{size} bytes is over the {max_bytes}-byte limit for a policy source")
+    if text.lstrip().startswith("{"):
+        try:  # a JSON document: parse it as JSON (YAML refuses some characters JSON allows)
+            return [orjson.loads(text)]
+        except orjson.JSONDecodeError:
+            pass  # YAML flow style, or broken JSON: the YAML parser gives the better message
     try:
         documents = [d for d in yaml.load_all(text, Loader=_NoAliasLoader) if d is not None]
     except yaml.YAMLError as exc:

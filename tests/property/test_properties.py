@@ -1,0 +1,181 @@
+"""Property tests: random valid pods against random valid policies.
+
+For every example: the admission decision never raises, a patch always applies, the patched pod
+validates strictly against the Kubernetes schema, the original pod is never modified, and a
+second pass over the patched pod gives no patch. The example count is set by the hypothesis
+profile (`HYPOTHESIS_PROFILE=ci|fuzz`, see tests/property/conftest.py).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from app.admission import decide, parse_review
+from app.engine.select import EngineConfig
+from app.policy.store import PolicyStore
+from tests.conftest import apply_patch, assert_valid_pod, decode_patch, make_review
+
+NAMES = st.sampled_from(["app", "web", "proxy", "log-shipper", "helper", "init-a", "sync"])
+POLICY_NAMES = ["alpha", "beta", "gamma", "delta"]
+VOLUMES = st.sampled_from(["data", "logs", "cache", "shared"])
+PATHS = st.sampled_from(["/data", "/var/log/app", "/cache", "/shared", "/tmp"])
+PORTS = st.sampled_from([80, 8080, 9090, 15000])
+ENV_NAMES = st.sampled_from(["A", "LOG_DIR", "HTTP_PROXY", "MODE"])
+TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+LABEL_VALUE = st.from_regex(r"\A[a-z0-9]([a-z0-9.-]{0,8}[a-z0-9])?\Z")
+CONFIG = EngineConfig(never_namespaces=frozenset(["kube-system", "podgraft"]))
+
+
+def _unique(items: list[dict[str, Any]], key: str = "name") -> list[dict[str, Any]]:
+    seen: dict[Any, dict[str, Any]] = {}
+    for item in items:
+        seen.setdefault(item[key], item)
+    return list(seen.values())
+
+
+@st.composite
+def containers(draw: st.DrawFn, volumes: list[str], *, with_ports: bool = True) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": draw(NAMES), "image": draw(st.sampled_from(["nginx:1.27", "busybox"]))}
+    if with_ports and draw(st.booleans()):
+        container["ports"] = [{"containerPort": draw(PORTS)}]
+    if draw(st.booleans()):
+        container["env"] = _unique([{"name": draw(ENV_NAMES), "value": draw(TEXT)} for _ in range(draw(st.integers(0, 3)))])
+    if volumes and draw(st.booleans()):
+        mounts = [{"name": draw(st.sampled_from(volumes)), "mountPath": draw(PATHS)} for _ in range(2)]
+        container["volumeMounts"] = _unique(mounts, "mountPath")
+    return container
+
+
+@st.composite
+def pods(draw: st.DrawFn) -> dict[str, Any]:
+    volumes = draw(st.lists(VOLUMES, unique=True, max_size=3))
+    all_containers = _unique(draw(st.lists(containers(volumes), min_size=1, max_size=5)))
+    split = draw(st.integers(0, len(all_containers) - 1))
+    init, main = all_containers[:split], all_containers[split:]
+    for container in init:
+        container.pop("ports", None)
+        if draw(st.booleans()):
+            container["restartPolicy"] = "Always"  # the pod's own native sidecar
+    requested = draw(st.lists(st.sampled_from([*POLICY_NAMES, *POLICY_NAMES, "missing", "Not_Valid", "true"]),
+                              max_size=4))
+    annotations = {"podgraft.io/inject": ",".join(requested)}
+    if draw(st.booleans()):
+        annotations["example.com/select"] = draw(st.sampled_from(["yes", "no"]))
+    if draw(st.booleans()):
+        annotations["weird~key/with/slashes"] = draw(TEXT)
+    if draw(st.integers(0, 9)) == 0:
+        annotations["podgraft.io/inject"] = "false"
+    metadata: dict[str, Any] = {"annotations": annotations, "labels": {"app": draw(LABEL_VALUE)}}
+    if draw(st.booleans()):
+        metadata["name"] = draw(st.from_regex(r"\A[a-z]([a-z0-9-]{0,10}[a-z0-9])?\Z"))
+    else:
+        metadata["generateName"] = draw(st.sampled_from(["web-", "api-7d9f-", "x-"]))
+    spec: dict[str, Any] = {"containers": main}
+    if init:
+        spec["initContainers"] = init
+    if volumes:
+        spec["volumes"] = [{"name": v, "emptyDir": {}} for v in volumes]
+    if draw(st.booleans()):
+        spec["hostNetwork"] = True
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+@st.composite
+def policies(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    own_volumes = draw(st.lists(VOLUMES, unique=True, max_size=2))
+    spec: dict[str, Any] = {}
+    if draw(st.booleans()):
+        spec["required"] = True
+    if draw(st.booleans()):
+        spec["match"] = {"annotations": {"example.com/select": "yes"}}
+    if own_volumes:
+        spec["volumes"] = [{"name": v, "emptyDir": {}} for v in own_volumes]
+    for group in ("initContainers", "sidecars", "containers"):
+        items = _unique(draw(st.lists(containers(own_volumes, with_ports=group != "initContainers"), max_size=2)))
+        if items:
+            spec[group] = items
+    used: set[str] = set()
+    for group in ("initContainers", "sidecars", "containers"):
+        spec[group] = [c for c in spec.get(group, []) if not (c["name"] in used or used.add(c["name"]))]
+        if not spec[group]:
+            del spec[group]
+    if draw(st.booleans()):
+        spec["sidecarMode"] = draw(st.sampled_from(["native", "classic", "auto"]))
+    if draw(st.booleans()):
+        spec["initContainerPosition"] = draw(st.sampled_from(["first", "last"]))
+    if own_volumes and draw(st.booleans()):
+        spec["volumeMounts"] = [{"name": own_volumes[0], "mountPath": draw(PATHS)}]
+    if draw(st.booleans()):
+        spec["env"] = [{"name": draw(ENV_NAMES), "value": "{{ pod.name }}-{{ pod.namespace }}"}]
+    if draw(st.booleans()):
+        spec["labels"] = {"injected-by": name, "app": draw(LABEL_VALUE)}
+    spec["annotations"] = {"example.com/policy": name}
+    if draw(st.booleans()):
+        spec["imagePullSecrets"] = [{"name": "creds"}]
+    if draw(st.booleans()):
+        spec["ephemeral"] = {"env": [{"name": "DEBUG", "value": "1"}], "allowedImages": ["busybox*"]}
+    return {"apiVersion": "podgraft.io/v1alpha1", "kind": "InjectionPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+@st.composite
+def policy_sets(draw: st.DrawFn) -> PolicyStore:
+    store = PolicyStore()
+    chosen = draw(st.lists(st.sampled_from(POLICY_NAMES), unique=True, min_size=1, max_size=4))
+    texts = {f"{name}.json": orjson.dumps(draw(policies(name))).decode() for name in chosen}
+    errors = store.replace_all(texts)  # a generated policy the schema rejects is simply not loaded
+    event(f"policies loaded={len(store.current())} rejected={len(errors)}")
+    return store
+
+
+def _run(pod: dict[str, Any], store: PolicyStore, *, namespace: str = "shop", **review: Any) -> dict[str, Any]:
+    body = orjson.dumps(make_review(pod, namespace=namespace, **review))
+    decision = decide(parse_review(body), policies=store.current(), config=CONFIG, namespace_labels=None)
+    response: dict[str, Any] = decision.response
+    assert isinstance(response["allowed"], bool)
+    assert ("patchType" in response) == ("patch" in response)
+    return response
+
+
+@given(pod=pods(), store=policy_sets(), namespace=st.sampled_from(["shop", "shop", "team-a", "kube-system"]))
+def test_injection_always_gives_a_valid_idempotent_pod(pod: dict[str, Any], store: PolicyStore,
+                                                       namespace: str) -> None:
+    original = copy.deepcopy(pod)
+    response = _run(pod, store, namespace=namespace)
+    assert pod == original, "the engine must not modify its input"
+    ops = decode_patch(response)
+    event(f"allowed={response['allowed']} patched={bool(ops)} warnings={bool(response.get('warnings'))}")
+    if not response["allowed"]:
+        assert response["status"]["message"].startswith("podgraft: ")
+        assert not ops
+        return
+    patched = apply_patch(pod, ops)
+    assert_valid_pod(patched)
+    again = _run(patched, store, namespace=namespace)
+    assert decode_patch(again) == [], "a second pass must not patch"
+
+
+@given(pod=pods(), store=policy_sets(), image=st.sampled_from(["busybox:1.36", "evil:latest"]))
+def test_ephemeral_updates_touch_only_new_ephemeral_containers(pod: dict[str, Any], store: PolicyStore,
+                                                               image: str) -> None:
+    old = copy.deepcopy(pod)
+    pod["spec"]["ephemeralContainers"] = [{"name": "debugger-zz", "image": image}]
+    response = _run(pod, store, operation="UPDATE", sub_resource="ephemeralcontainers", old=old)
+    ops = decode_patch(response)
+    assert all(op["path"].startswith("/spec/ephemeralContainers") for op in ops)
+    if response["allowed"]:
+        assert_valid_pod(apply_patch(pod, ops))
+    else:
+        assert "evil:latest" in response["status"]["message"]
+
+
+@pytest.mark.parametrize("operation", ["DELETE", "CONNECT"])
+def test_other_operations_are_allowed_untouched(operation: str) -> None:
+    response = _run({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {}}, PolicyStore(),
+                    operation=operation)
+    assert response == {"uid": response["uid"], "allowed": True}
