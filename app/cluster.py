@@ -122,13 +122,16 @@ class ListWatch(Generic[T]):
         self.interrupt = interrupt
         self.backoff = backoff or Backoff()
         self.lists = 0  # how many full listings were delivered (for tests and logs)
+        self.version: str | None = None  # resourceVersion to resume from; None: list first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the thread (a no-op while it runs). A stopped ListWatch cannot be started again."""
+        if self._stop.is_set():
+            raise RuntimeError(f"the {self.name} list/watch was stopped; make a new one")
         if self._thread is not None and self._thread.is_alive():
             return
-        self._stop.clear()
         self._thread = threading.Thread(target=self.run, name=f"podgraft-watch {self.name}", daemon=True)
         self._thread.start()
 
@@ -151,17 +154,17 @@ class ListWatch(Generic[T]):
 
     def run(self) -> None:
         """The loop; runs until `stop()`. Public so that tests can drive it on their own thread."""
-        version: str | None = None
         while not self._stop.is_set():
             try:
-                if version is None:
+                if self.version is None:
                     objects, version = self.lister()
                     if self._stop.is_set():
                         return
                     self.lists += 1
                     self.on_list(objects)
+                    self.version = version
                     self.backoff.reset()
-                version = self._watch(version)
+                self._watch(self.version)
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -169,7 +172,7 @@ class ListWatch(Generic[T]):
                     log.info(
                         "watch resourceVersion expired (410 Gone); listing again", extra={"watch": self.name}
                     )
-                    version = None
+                    self.version = None
                     continue
                 delay = self.backoff.next()
                 log.warning(
@@ -178,18 +181,18 @@ class ListWatch(Generic[T]):
                 )
                 self._stop.wait(delay)
 
-    def _watch(self, version: str) -> str:
-        """One watch from `version`; returns the last resourceVersion seen when it ends normally."""
+    def _watch(self, version: str) -> None:
+        """One watch from `version`; `self.version` follows every event (a retry resumes from there)."""
         started = time.monotonic()
         events = 0
         for kind, obj, new_version in self.watcher(version):
             if self._stop.is_set():
-                return version
-            if new_version:
-                version = new_version
+                return
             if obj is not None and kind in ("ADDED", "MODIFIED", "DELETED"):
                 events += 1
                 self.on_event(kind, obj)
+            if new_version:
+                self.version = new_version
         if events == 0 and time.monotonic() - started < MIN_HEALTHY_WATCH_SECONDS:
             delay = self.backoff.next()  # the server hung up at once: do not spin
             log.warning(
@@ -199,7 +202,6 @@ class ListWatch(Generic[T]):
             self._stop.wait(delay)
         else:
             self.backoff.reset()
-        return version
 
 
 def _describe(exc: BaseException) -> str:
@@ -493,11 +495,13 @@ class ConfigMapSource:
             await self._first_sync(store, inbox)
             while True:
                 self._handle(store, await inbox.get())
+        except asyncio.CancelledError:
+            if self.namespace_cache is not None:  # shutting down; after a failure it keeps running
+                self.namespace_cache.stop()
+            raise
         finally:
             for item in watches:
                 item.stop()
-            if self.namespace_cache is not None:
-                self.namespace_cache.stop()
 
     async def _first_sync(self, store: PolicyStore, inbox: asyncio.Queue[ConfigMapMessage]) -> None:
         """Wait for a listing of every namespace (and the Namespaces), then load all at once."""
@@ -516,10 +520,16 @@ class ConfigMapSource:
             if isinstance(message, ConfigMapsListed):
                 pending.discard(message.namespace)
         if self.namespace_cache is not None:
+            waited = 0
             while not self.namespace_cache.synced.is_set():
                 while not inbox.empty():
                     self._stage(inbox.get_nowait())
                 await asyncio.sleep(0.05)
+                waited += 1
+                if waited % 200 == 0:
+                    log.warning(
+                        "still waiting for the first listing of Namespaces", extra={"seconds": waited // 20}
+                    )
             while not inbox.empty():
                 self._stage(inbox.get_nowait())
         errors = store.replace_all(self.state.texts(), full=True)

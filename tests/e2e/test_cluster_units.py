@@ -1,0 +1,430 @@
+"""Unit tests of app/cluster.py's own logic, without an API server (fakes for list and watch).
+
+They live beside the e2e tier that exercises the same code against a real kube-apiserver; they carry
+no `e2e` marker and do not start the control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from app.certs import generate_ca
+from app.cluster import (
+    MAX_EVENT_MESSAGE,
+    Backoff,
+    ConfigMapChanged,
+    ConfigMapsListed,
+    ConfigMapSource,
+    ConfigMapState,
+    ErrorTracker,
+    ListWatch,
+    NamespaceCache,
+    NamespaceLabels,
+    PolicyConfigMap,
+    ca_bundle_patch,
+    cluster_sources,
+    read_ca_bundle,
+    rejection_event,
+    rejection_message,
+    source_key,
+)
+from app.policy.store import PolicyStore
+from app.settings import Settings
+
+GOOD = """\
+apiVersion: podgraft.io/v1alpha1
+kind: InjectionPolicy
+metadata: {{name: {name}}}
+spec:
+  env: [{{name: EDITION, value: "{edition}"}}]
+"""
+BAD = """\
+apiVersion: podgraft.io/v1alpha1
+kind: InjectionPolicy
+metadata: {name: broken}
+spec: {initContainerPosition: middle}
+"""
+
+
+def cm(name: str, data: dict[str, str], *, namespace: str = "podgraft", rv: str = "1") -> PolicyConfigMap:
+    return PolicyConfigMap(namespace=namespace, name=name, uid=f"uid-{name}", resource_version=rv, data=data)
+
+
+# --- backoff ------------------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
+    backoff = Backoff(initial=0.5, cap=4.0, jitter=0.2, rand=lambda: 0.0)
+    assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next() == 0.5
+
+
+def test_backoff_jitter_only_shortens_the_delay() -> None:
+    backoff = Backoff(initial=10.0, cap=10.0, jitter=0.2, rand=lambda: 1.0)
+    assert backoff.next() == pytest.approx(8.0)
+
+
+def test_backoff_survives_many_attempts() -> None:
+    backoff = Backoff(initial=1.0, cap=30.0, rand=lambda: 0.0, attempts=10_000)
+    assert backoff.next() == 30.0
+
+
+# --- ConfigMap state ----------------------------------------------------------------------------------
+
+
+def test_state_delta_holds_only_changed_and_removed_keys() -> None:
+    state = ConfigMapState()
+    assert state.upsert(cm("a", {"x": "1", "y": "2"})) == {
+        source_key("podgraft", "a", "x"): "1",
+        source_key("podgraft", "a", "y"): "2",
+    }
+    assert state.upsert(cm("a", {"x": "1", "y": "2"}, rv="2")) == {}
+    assert state.upsert(cm("a", {"x": "1b", "z": "3"})) == {
+        "configmap podgraft/a x": "1b",
+        "configmap podgraft/a y": None,
+        "configmap podgraft/a z": "3",
+    }
+    assert state.delete("podgraft", "a") == {"configmap podgraft/a x": None, "configmap podgraft/a z": None}
+    assert state.delete("podgraft", "a") == {}
+
+
+def test_state_resync_removes_configmaps_missing_from_the_listing_of_that_namespace_only() -> None:
+    state = ConfigMapState()
+    state.upsert(cm("keep", {"k": "1"}))
+    state.upsert(cm("gone", {"g": "1"}))
+    state.upsert(cm("other", {"o": "1"}, namespace="elsewhere"))
+
+    delta = state.resync("podgraft", [cm("keep", {"k": "2"}), cm("new", {"n": "1"})])
+
+    assert delta == {
+        "configmap podgraft/gone g": None,
+        "configmap podgraft/keep k": "2",
+        "configmap podgraft/new n": "1",
+    }
+    assert sorted(state.texts()) == [
+        "configmap elsewhere/other o",
+        "configmap podgraft/keep k",
+        "configmap podgraft/new n",
+    ]
+
+
+def test_state_owner_finds_configmap_and_key_even_with_spaces_in_names() -> None:
+    state = ConfigMapState()
+    state.upsert(cm("a", {"b c.yaml": "x"}))
+    state.upsert(cm("a b", {"c.yaml": "y"}))
+    owner = state.owner("configmap podgraft/a b c.yaml")
+    assert owner is not None
+    assert (owner[0].name, owner[1]) in {("a", "b c.yaml"), ("a b", "c.yaml")}
+    assert state.owner("configmap podgraft/nope x") is None
+
+
+# --- rejection messages and Events -----------------------------------------------------------------
+
+
+def test_rejection_message_names_configmap_key_and_error() -> None:
+    message = rejection_message(cm("policies", {}), "log.yaml", "document 1: spec.env: bad", kept=True)
+    assert message == (
+        "ConfigMap podgraft/policies key 'log.yaml' rejected: document 1: spec.env: bad; "
+        "the last good version of its policies stays in force"
+    )
+    assert "no earlier version" in rejection_message(cm("p", {}), "k", "e", kept=False)
+
+
+def test_rejection_message_is_bounded() -> None:
+    message = rejection_message(cm("p", {}), "k", "x" * 5000, kept=True)
+    assert len(message) == MAX_EVENT_MESSAGE
+    assert message.endswith("...")
+
+
+def test_rejection_event_is_a_warning_on_the_configmap() -> None:
+    now = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    event = rejection_event(cm("policies", {}, rv="42"), "boom", now=now, instance="pod-1")
+    assert event["metadata"] == {"generateName": "policies.", "namespace": "podgraft"}
+    assert event["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "namespace": "podgraft",
+        "name": "policies",
+        "uid": "uid-policies",
+        "resourceVersion": "42",
+    }
+    assert (event["type"], event["reason"], event["message"]) == ("Warning", "PolicyRejected", "boom")
+    assert event["firstTimestamp"] == event["lastTimestamp"] == "2025-01-02T03:04:05Z"
+
+
+def test_error_tracker_reports_each_error_once_and_again_after_a_fix() -> None:
+    tracker = ErrorTracker()
+    assert tracker.fresh({"k": "bad"}, {"k": "bad"}) == {"k": "bad"}
+    assert tracker.fresh({"k": "bad"}, {"k": "bad"}) == {}
+    assert tracker.fresh({"k": "worse"}, {"k": "worse"}) == {"k": "worse"}
+    assert tracker.fresh({}, {}) == {}  # fixed
+    assert tracker.fresh({"k": "worse"}, {"k": "worse"}) == {"k": "worse"}
+
+
+# --- caBundle -------------------------------------------------------------------------------------------
+
+
+def test_ca_bundle_patch_sets_every_stale_entry_with_a_name_guard() -> None:
+    configuration = {
+        "metadata": {"name": "podgraft"},
+        "webhooks": [
+            {"name": "a.podgraft.io", "clientConfig": {"caBundle": "old"}},
+            {"name": "b.podgraft.io", "clientConfig": {"caBundle": "new"}},
+            {"name": "c.podgraft.io", "clientConfig": {"url": "https://x"}},
+        ],
+    }
+    assert ca_bundle_patch(configuration, "new") == [
+        {"op": "test", "path": "/webhooks/0/name", "value": "a.podgraft.io"},
+        {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "new"},
+        {"op": "test", "path": "/webhooks/2/name", "value": "c.podgraft.io"},
+        {"op": "add", "path": "/webhooks/2/clientConfig/caBundle", "value": "new"},
+    ]
+
+
+def test_ca_bundle_patch_is_empty_when_current_and_refuses_an_empty_configuration() -> None:
+    current = {"webhooks": [{"name": "a", "clientConfig": {"caBundle": "x"}}]}
+    assert ca_bundle_patch(current, "x") == []
+    with pytest.raises(ValueError, match="has no webhooks"):
+        ca_bundle_patch({"metadata": {"name": "empty"}, "webhooks": []}, "x")
+
+
+def test_read_ca_bundle_checks_the_pem(tmp_path: Path) -> None:
+    ca_cert, _ = generate_ca()
+    (tmp_path / "ca.crt").write_bytes(ca_cert)
+    assert base64.b64decode(read_ca_bundle(tmp_path / "ca.crt")) == ca_cert
+    (tmp_path / "junk").write_text("not a certificate")
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        read_ca_bundle(tmp_path / "junk")
+
+
+# --- ListWatch with a fake API --------------------------------------------------------------------------
+
+
+class FakeApi:
+    """Scripted list and watch calls; records the resourceVersions the watches started from."""
+
+    def __init__(self, watches: list[list[tuple[str, str | None, str] | Exception] | Exception]) -> None:
+        self.lists = 0
+        self.watch_versions: list[str] = []
+        self.watches = watches
+
+    def lister(self) -> tuple[list[str], str]:
+        self.lists += 1
+        return [f"listed-{self.lists}"], f"{self.lists * 100}"
+
+    def watcher(self, version: str) -> Iterator[tuple[str, str | None, str]]:
+        self.watch_versions.append(version)
+        if not self.watches:
+            raise RuntimeError("script exhausted")
+        step = self.watches.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        for item in step:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+def run_list_watch(api: FakeApi, *, until: int) -> tuple[list[Any], ListWatch[str]]:
+    seen: list[Any] = []
+    holder: list[ListWatch[str]] = []
+
+    def record(item: Any) -> None:
+        seen.append(item)
+        if len(seen) >= until:
+            holder[0].stop()
+
+    watch: ListWatch[str] = ListWatch(
+        "fake",
+        lister=api.lister,
+        watcher=api.watcher,
+        on_list=lambda items: record(("list", items)),
+        on_event=lambda kind, obj: record((kind, obj)),
+        backoff=Backoff(initial=0.0, cap=0.0),
+    )
+    holder.append(watch)
+    thread = threading.Thread(target=watch.run, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the list/watch loop did not stop"
+    return seen, watch
+
+
+def test_list_watch_resumes_from_the_last_version_and_relists_on_410() -> None:
+    api = FakeApi(
+        [
+            [("ADDED", "a", "101"), ("BOOKMARK", None, "150")],  # ends normally: resume from 150
+            ConnectionResetError("dropped"),  # a failure: retry from 150 again, no list
+            [("MODIFIED", "a", "160"), ConnectionResetError("mid-stream")],  # resume from 160
+            ApiException(status=410, reason="Gone"),  # too old: list again
+            [("MODIFIED", "b", "201"), ("DELETED", "b", "202")],
+        ]
+    )
+    seen, watch = run_list_watch(api, until=6)
+
+    assert seen == [
+        ("list", ["listed-1"]),
+        ("ADDED", "a"),
+        ("MODIFIED", "a"),
+        ("list", ["listed-2"]),
+        ("MODIFIED", "b"),
+        ("DELETED", "b"),
+    ]
+    assert api.watch_versions == ["100", "150", "150", "160", "200"]
+    assert watch.lists == 2
+
+
+def test_list_watch_retries_a_failing_list_with_backoff() -> None:
+    api = FakeApi([[("ADDED", "a", "101")]])
+    failures = [ApiException(status=403, reason="Forbidden"), TimeoutError("slow")]
+    real_lister = api.lister
+
+    def flaky() -> tuple[list[str], str]:
+        if failures:
+            raise failures.pop(0)
+        return real_lister()
+
+    api.lister = flaky  # type: ignore[method-assign]
+    seen, _ = run_list_watch(api, until=2)
+    assert seen == [("list", ["listed-1"]), ("ADDED", "a")]
+
+
+# --- ConfigMapSource with a fake list/watch -----------------------------------------------------------
+
+
+def test_configmap_source_first_sync_events_and_rejections() -> None:
+    """First full load (ready), then a live edit fixes a broken key; Events only for fresh errors."""
+    posted: list[tuple[str, str]] = []
+    release = threading.Event()
+
+    def factory(namespace: str, post: Any) -> ListWatch[PolicyConfigMap]:
+        listed = [
+            cm(
+                "policies",
+                {"good.yaml": GOOD.format(name="good", edition="1"), "bad.yaml": BAD},
+                namespace=namespace,
+            )
+        ]
+
+        def watcher(version: str) -> Iterator[tuple[str, PolicyConfigMap | None, str]]:
+            fixed = {
+                "good.yaml": GOOD.format(name="good", edition="2"),
+                "bad.yaml": GOOD.format(name="fixed", edition="1"),
+            }
+            for _ in range(500):  # the edit arrives after the first full load
+                if store.synced:
+                    break
+                release.wait(0.01)
+            yield "MODIFIED", cm("policies", fixed, namespace=namespace, rv="2"), "2"
+            release.wait(10)
+
+        return ListWatch(
+            f"configmaps {namespace}",
+            lister=lambda: (listed, "1"),
+            watcher=watcher,
+            on_list=lambda items: post(ConfigMapsListed(namespace, items)),
+            on_event=lambda kind, obj: post(ConfigMapChanged(kind, obj)),
+            interrupt=release.set,
+        )
+
+    store = PolicyStore()
+    source = ConfigMapSource(
+        ["podgraft"], post_event=lambda c, message: posted.append((c.name, message)), watch_factory=factory
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(source.run(store))
+        for _ in range(200):
+            if "fixed" in store.current().by_name:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # let the Event task finish
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+    assert store.synced
+    assert sorted(store.current().by_name) == ["fixed", "good"]
+    assert store.errors() == {}
+    assert len(posted) == 1
+    name, message = posted[0]
+    assert name == "policies"
+    assert "ConfigMap podgraft/policies key 'bad.yaml' rejected" in message
+    assert "spec.initContainerPosition" in message
+    assert "no earlier version of it is in force" in message
+
+
+# --- NamespaceCache and wiring ------------------------------------------------------------------------
+
+
+def test_namespace_cache_follows_listings_and_events() -> None:
+    def factory(cache: NamespaceCache) -> ListWatch[NamespaceLabels]:
+        return ListWatch(
+            "unused",
+            lister=lambda: ([], ""),
+            watcher=lambda v: iter(()),
+            on_list=cache.replace,
+            on_event=cache.update,
+        )
+
+    cache = NamespaceCache(watch_factory=factory)
+    assert cache.labels("a") is None
+    assert not cache.synced.is_set()
+    cache.replace([NamespaceLabels("a", {"podgraft.io/injection": "enabled"}), NamespaceLabels("b", {})])
+    assert cache.synced.is_set()
+    assert cache.labels("a") == {"podgraft.io/injection": "enabled"}
+    cache.update("MODIFIED", NamespaceLabels("b", {"team": "x"}))
+    cache.update("DELETED", NamespaceLabels("a", {}))
+    assert cache.labels("b") == {"team": "x"}
+    assert cache.labels("a") is None
+    cache.replace([NamespaceLabels("c", {})])
+    assert cache.labels("b") is None
+
+
+def test_cluster_sources_keeps_an_explicit_kubernetes_version(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        """\
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+"""
+    )
+    settings = Settings(
+        policy_source="configmaps",
+        kubeconfig=kubeconfig,
+        kubernetes_version="1.28",
+        policy_namespaces=["a", "b", "a"],
+    )
+    sources, namespaces, resolved = cluster_sources(settings)
+
+    assert resolved.kubernetes_version == "1.28"  # not asked: the API server is not even reachable
+    assert isinstance(namespaces, NamespaceCache)
+    assert len(sources) == 1
+    assert isinstance(sources[0], ConfigMapSource)
+    assert sources[0].namespaces == ["a", "b"]
+    assert sources[0].selector == "podgraft.io/policy=true"
+
+
+def test_a_stopped_list_watch_cannot_be_restarted() -> None:
+    watch: ListWatch[str] = ListWatch(
+        "once", lister=lambda: ([], "1"), watcher=lambda v: iter(()), on_list=print, on_event=print
+    )
+    watch.stop()
+    with pytest.raises(RuntimeError, match="make a new one"):
+        watch.start()
