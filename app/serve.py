@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import ssl
+import time
+from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import logs
 from app.policy.sources import DirectorySource, NamespaceLookup, PolicySource
-from app.server import create_app
+from app.server import Runtime, create_app
 from app.settings import Settings
 from app.tls import CertificateReloader
 
@@ -23,6 +28,83 @@ def build_sources(settings: Settings) -> tuple[list[PolicySource], NamespaceLook
     from app.cluster import cluster_sources
 
     return cluster_sources(settings)
+
+
+class SlowClientGuard(HttpToolsProtocol):
+    """httptools protocol that closes a connection whose request headers do not arrive in time.
+
+    uvicorn times out idle keep-alive connections but not a client that trickles its headers
+    (slowloris); this arms a timer when the connection opens and when each request starts, and
+    disarms it once the headers are complete. Bodies are bounded by the handler's own timeout.
+    """
+
+    header_timeout = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        log.warning(
+            "closing a connection whose request headers did not arrive in time",
+            extra={"client": self.client, "timeout_seconds": self.header_timeout},
+        )
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def guarded_protocol(timeout: float) -> type[SlowClientGuard]:
+    return type("SlowClientGuardConfigured", (SlowClientGuard,), {"header_timeout": timeout})
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM (or Ctrl-C): `/readyz` fails at once, responses ask clients to close their
+    connections, and the server keeps serving for `drain_seconds` while endpoints and the
+    apiserver stop sending; then uvicorn's graceful shutdown completes in-flight requests.
+    A second signal skips the rest of the drain."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._drain_until: float | None = None
+        self._signal = signal.SIGTERM
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self.runtime.settings.drain_seconds
+        if self._drain_until is None and drain > 0:
+            self.runtime.draining = True
+            self._drain_until = time.monotonic() + drain
+            self._signal = signal.Signals(sig)
+            log.info("draining before shutdown", extra={"signal": self._signal.name, "drain_seconds": drain})
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_until is not None and not self.should_exit and time.monotonic() >= self._drain_until:
+            log.info("drain window over; finishing in-flight requests and exiting")
+            super().handle_exit(self._signal, None)
+        return await super().on_tick(counter)
 
 
 def serve(settings: Settings) -> int:
@@ -44,7 +126,7 @@ def serve(settings: Settings) -> int:
         access_log=False,
         lifespan="on",
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(settings.request_timeout_seconds),
         timeout_keep_alive=30,
         timeout_graceful_shutdown=max(1, int(settings.request_timeout_seconds)),
         limit_concurrency=settings.max_concurrency * 4,
@@ -60,5 +142,5 @@ def serve(settings: Settings) -> int:
             "policy_source": settings.policy_source,
         },
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config, app.state.runtime).run()
     return 0

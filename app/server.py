@@ -170,7 +170,10 @@ class Handler:
         rt.inflight += 1
         started = time.perf_counter()
         try:
-            return await self._handle(request)
+            response = await self._handle(request)
+            if rt.draining:  # shutting down: ask the client to move to another replica
+                response.headers["connection"] = "close"
+            return response
         finally:
             rt.inflight -= 1
             rt.metrics.latency.observe(time.perf_counter() - started)
