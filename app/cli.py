@@ -46,6 +46,7 @@ def _settings(args: argparse.Namespace, **fixed: Any) -> Settings:
         "sidecar_mode": args.sidecar_mode,
         "kubernetes_version": args.kubernetes_version,
         "log_level": args.log_level,
+        "workers": getattr(args, "workers", None),
         "kubeconfig": getattr(args, "kubeconfig", None),
     }
     return Settings(**{k: v for k, v in {**flags, **fixed}.items() if v is not None})
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
     serve.add_argument("--kubeconfig", type=Path, help="configmaps mode outside a cluster")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
 

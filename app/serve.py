@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
 import time
 from types import FrameType
@@ -107,19 +110,9 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(settings: Settings) -> int:
-    logs.configure(settings.log_level)
-    try:
-        certs = CertificateReloader(
-            settings.tls_cert_file, settings.tls_key_file, client_ca=settings.tls_client_ca_file
-        )
-    except (ssl.SSLError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    sources, namespaces, settings = build_sources(settings)
-    app = create_app(settings, sources=sources, namespaces=namespaces, certs=certs)
-    config = uvicorn.Config(
-        app,
+def _config(settings: Settings, app: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -133,6 +126,20 @@ def serve(settings: Settings) -> int:
         server_header=False,
         date_header=False,
     )
+
+
+def _run_worker(settings: Settings, sockets: list[socket.socket] | None = None) -> int:
+    """One server process: certificates, policy sources, app, uvicorn."""
+    try:
+        certs = CertificateReloader(
+            settings.tls_cert_file, settings.tls_key_file, client_ca=settings.tls_client_ca_file
+        )
+    except (ssl.SSLError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    sources, namespaces, settings = build_sources(settings)
+    app = create_app(settings, sources=sources, namespaces=namespaces, certs=certs)
+    config = _config(settings, app)
     config.load()
     config.ssl = certs.context  # our context, so rotated certificates are picked up without a restart
     log.info(
@@ -140,7 +147,41 @@ def serve(settings: Settings) -> int:
         extra={
             "address": f"https://{settings.host}:{settings.port}",
             "policy_source": settings.policy_source,
+            "pid": os.getpid(),
         },
     )
-    DrainingServer(config, app.state.runtime).run()
+    DrainingServer(config, app.state.runtime).run(sockets=sockets)
     return 0
+
+
+def serve(settings: Settings) -> int:
+    """Run `settings.workers` server processes sharing one listening socket (forked; Linux)."""
+    logs.configure(settings.log_level)
+    if settings.workers == 1:
+        return _run_worker(settings)
+    listener = _config(settings, None).bind_socket()
+    children: list[int] = []
+    for _ in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                code = _run_worker(settings, [listener])
+            finally:
+                os._exit(code)
+        children.append(pid)
+    listener.close()
+
+    def forward(sig: int, _frame: FrameType | None) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(status)
+        worst = worst or (0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)
+    return worst

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(default=8.0, gt=0)  # slow clients are cut off after this
     drain_seconds: float = Field(default=5.0, ge=0)  # on SIGTERM: not-ready, keep serving this long
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    workers: int = Field(default=1, ge=1, le=64)  # server processes sharing the port
     internal_error: Literal["admit", "deny"] = "admit"  # answer to a Podgraft bug: admit uninjected, or deny
 
     # --- policies
