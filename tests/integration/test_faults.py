@@ -1,0 +1,109 @@
+"""Faults and load against real `podgraft serve` processes: certificate rotation and SIGTERM under
+sustained load, an overload burst, huge, truncated and trickled requests, broken and expiring certificates.
+
+Each test starts its own server with the settings it needs and prints what it measured (run with `-s`).
+Load goes to 127.0.0.1 only; every loop is bounded in count and time; no test asserts a latency, only
+generous functional deadlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .faults_support import (
+    OVERLOADED,
+    Load,
+    Outcome,
+    closed_by_peer,
+    injecting_review,
+    issue_serving,
+    not_after,
+    padded_review,
+    port_refuses,
+    read_response,
+    readyz,
+    request_head,
+    scrape,
+    serial_of,
+    tls_socket,
+    within,
+)
+from .support import Server, build_server, client_context, peer_certificate, running, wait_for
+
+ROTATION_DEADLINE = 5.0  # new handshakes see a rotated certificate within this many seconds
+FAST = {
+    "PODGRAFT_CERT_RELOAD_INTERVAL_SECONDS": "0.25",
+    "PODGRAFT_DRAIN_SECONDS": "0",  # stop at once when the test is over (the drain test sets its own)
+}
+
+
+@contextlib.contextmanager
+def podgraft(root: Path, **env: str) -> Iterator[Server]:
+    """A server of its own for one test: fast certificate checks, no drain on stop, plus `env`."""
+    with running(build_server(root, env={**FAST, **env})) as server:
+        yield server
+
+
+def report(title: str, **figures: object) -> None:
+    print(f"\n[{title}] " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def served_serial(server: Server) -> int:
+    return peer_certificate(server.port, client_context(server.ca_file)).serial_number
+
+
+def serves(server: Server, serial: int) -> Callable[[], bool]:
+    return lambda: served_serial(server) == serial
+
+
+# --- certificate swap under load --------------------------------------------------------------------
+
+SWAPS = 4
+
+
+@pytest.mark.timeout(60)
+def test_certificate_swaps_under_load_fail_no_request(tmp_path: Path) -> None:
+    with podgraft(tmp_path) as server:
+        serials = [served_serial(server)]
+        delays: list[float] = []
+        with Load(server, fresh=2, keepalive=2) as load:
+            load.wait_for_requests(20)
+            for _ in range(SWAPS):
+                cert, key = issue_serving(server)
+                serial = serial_of(cert)
+                assert serial not in serials
+                server.secret.publish(cert, key)
+                took = within(ROTATION_DEADLINE, serves(server, serial))
+                assert took is not None, f"serial {serial:x} not served within {ROTATION_DEADLINE}s"
+                delays.append(took)
+                serials.append(serial)
+                answered = load.tally.count("ok")
+                time.sleep(0.75)  # sustained traffic on the new certificate
+                load.wait_for_requests(answered + 10)
+            tally = load.stop()
+        metrics = scrape(server)
+
+    report(
+        "cert swap under load",
+        swaps=SWAPS,
+        max_seconds_to_new_serial=round(max(delays), 2),
+        reload_errors=metrics["podgraft_certificate_reload_errors_total"],
+        outcome=tally.summary(),
+    )
+    assert tally.failures == [], tally.failures[:5]
+    assert tally.count("not-sent") == 0
+    assert tally.sent >= SWAPS * 10
+    by_client = Counter(o.client for o in tally.snapshot())
+    assert set(by_client) == {"fresh-0", "fresh-1", "keepalive-0", "keepalive-1"}, by_client
+    assert metrics["podgraft_certificate_reload_errors_total"] == 0
+    assert metrics["podgraft_certificate_expiry_timestamp_seconds"] == not_after(cert)
