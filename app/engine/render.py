@@ -19,6 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_OUTPUT_CHARS = 64 * 1024
 MAX_REPEAT = 64 * 1024
+MAX_INT_BITS = 4096  # integer results of `*` and `**` past this are refused before they are computed
 
 
 class RenderError(ValueError):
@@ -32,8 +33,13 @@ class _Environment(ImmutableSandboxedEnvironment):
         if op == "**":
             if isinstance(right, int) and abs(right) > 64:
                 raise SecurityError("exponent too large")
+            # Bound the result, not only the exponent: `2 ** 64 ** 64 ** 64` chains small exponents.
+            if isinstance(left, int) and isinstance(right, int) and left.bit_length() * right > MAX_INT_BITS:
+                raise SecurityError("power too large")
             return operator.pow(left, right)
         if isinstance(left, int) and isinstance(right, int):
+            if left.bit_length() + right.bit_length() > MAX_INT_BITS:  # squaring in a loop
+                raise SecurityError("product too large")
             return left * right
         count = right if isinstance(right, int) else left
         if isinstance(count, int) and count > MAX_REPEAT:
