@@ -107,3 +107,92 @@ def test_certificate_swaps_under_load_fail_no_request(tmp_path: Path) -> None:
     assert set(by_client) == {"fresh-0", "fresh-1", "keepalive-0", "keepalive-1"}, by_client
     assert metrics["podgraft_certificate_reload_errors_total"] == 0
     assert metrics["podgraft_certificate_expiry_timestamp_seconds"] == not_after(cert)
+
+
+# --- SIGTERM under load -----------------------------------------------------------------------------
+
+DRAIN = 3.0
+GRACE = 4.0  # PODGRAFT_REQUEST_TIMEOUT_SECONDS, which is also uvicorn's graceful-shutdown timeout
+
+
+def _readyz_or_none(server: Server) -> tuple[int, dict[str, object]] | None:
+    try:
+        return readyz(server)
+    except httpx.TransportError:
+        return None
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_under_load_drains_and_fails_no_request(tmp_path: Path) -> None:
+    env = {"PODGRAFT_DRAIN_SECONDS": str(DRAIN), "PODGRAFT_REQUEST_TIMEOUT_SECONDS": str(GRACE)}
+    with podgraft(tmp_path, **env) as server:
+        process = server.process
+        assert process is not None
+        with Load(server, fresh=2, keepalive=2, pause=0.005) as load:
+            load.wait_for_requests(20)
+            sigterm_at = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+
+            # /readyz turns 503 at once, and stays 503 while the server keeps serving.
+            status, detail = wait_for(
+                lambda: _readyz_or_none(server),
+                until=lambda r: r is not None and r[0] == 503,
+                timeout=2.0,
+                interval=0.02,
+                what="/readyz 503 after SIGTERM",
+            )
+            not_ready_at = time.monotonic()
+            assert detail["draining"] is True
+            assert detail["ready"] is False
+            probes: list[int] = []
+            while time.monotonic() < sigterm_at + DRAIN - 0.8:
+                answer = _readyz_or_none(server)
+                assert answer is not None, "the listener closed before the drain window was over"
+                probes.append(answer[0])
+                time.sleep(0.1)
+
+            # A request still on the wire when the listener closes: headers and half the body now,
+            # the rest once new connections are refused. Graceful shutdown must complete it.
+            body = padded_review(64 * 1024, uid="in-flight")
+            with tls_socket(server) as inflight:
+                inflight.sendall(request_head(content_length=len(body)) + body[: len(body) // 2])
+                refused_after = within(DRAIN + 2.0, lambda: port_refuses(server.port))
+                assert refused_after is not None, "the listener never closed"
+                listener_closed_at = time.monotonic()
+                inflight.sendall(body[len(body) // 2 :])
+                late = read_response(inflight)
+
+            returncode = process.wait(timeout=DRAIN + GRACE + 5)
+            exited_at = time.monotonic()
+            tally = load.stop()
+
+    outcomes = tally.snapshot()
+    during_drain = [o for o in outcomes if not_ready_at < o.started and o.finished < listener_closed_at]
+    report(
+        "SIGTERM under load",
+        returncode=returncode,
+        seconds_to_listener_closed=round(listener_closed_at - sigterm_at, 2),
+        seconds_to_exit=round(exited_at - sigterm_at, 2),
+        readyz_probes_during_drain=Counter(probes),
+        answered_during_drain=sum(o.kind == "ok" for o in during_drain),
+        late_request=late.status,
+        outcome=tally.summary(),
+    )
+    assert tally.failures == [], tally.failures[:5]
+    assert set(probes) == {503}
+    assert late.status == 200, late.body[:200]
+    assert late.json()["response"]["uid"] == "in-flight"
+    assert late.headers.get("connection") == "close"
+
+    # Served through the whole drain window, by every kind of client, and asked them to go away.
+    assert listener_closed_at - sigterm_at >= DRAIN
+    assert {o.client.split("-")[0] for o in during_drain if o.kind == "ok"} == {"fresh", "keepalive"}
+    assert all(o.connection == "close" for o in during_drain if o.kind == "ok"), Counter(
+        o.connection for o in during_drain
+    )
+    # uvicorn re-raises the captured SIGTERM once shut down: the process ends by that signal.
+    assert returncode == -signal.SIGTERM
+    assert exited_at - sigterm_at < DRAIN + GRACE + 2
+    log = server.log_text()
+    assert "draining before shutdown" in log
+    assert "timeout graceful shutdown exceeded" not in log
