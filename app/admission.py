@@ -69,16 +69,17 @@ class AdmissionRequest:
 
 
 def _depth_ok(value: object, limit: int) -> bool:
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
+    """Breadth-first over containers only (scalars are most of a pod and cost nothing here)."""
+    level = [value]
+    for _ in range(limit + 1):
+        below: list[object] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item if type(item) is list else ()
+            below.extend(c for c in children if type(c) is dict or type(c) is list)
+        if not below:
+            return True
+        level = below
+    return False
 
 
 def _optional_mapping(

@@ -41,11 +41,16 @@ def _unique(items: list[dict[str, Any]], key: str = "name") -> list[dict[str, An
 
 @st.composite
 def containers(draw: st.DrawFn, volumes: list[str], *, with_ports: bool = True) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": draw(NAMES), "image": draw(st.sampled_from(["nginx:1.27", "busybox"]))}
+    container: dict[str, Any] = {
+        "name": draw(NAMES),
+        "image": draw(st.sampled_from(["nginx:1.27", "busybox"])),
+    }
     if with_ports and draw(st.booleans()):
         container["ports"] = [{"containerPort": draw(PORTS)}]
     if draw(st.booleans()):
-        container["env"] = _unique([{"name": draw(ENV_NAMES), "value": draw(TEXT)} for _ in range(draw(st.integers(0, 3)))])
+        container["env"] = _unique(
+            [{"name": draw(ENV_NAMES), "value": draw(TEXT)} for _ in range(draw(st.integers(0, 3)))]
+        )
     if volumes and draw(st.booleans()):
         mounts = [{"name": draw(st.sampled_from(volumes)), "mountPath": draw(PATHS)} for _ in range(2)]
         container["volumeMounts"] = _unique(mounts, "mountPath")
@@ -62,8 +67,9 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
         container.pop("ports", None)
         if draw(st.booleans()):
             container["restartPolicy"] = "Always"  # the pod's own native sidecar
-    requested = draw(st.lists(st.sampled_from([*POLICY_NAMES, *POLICY_NAMES, "missing", "Not_Valid", "true"]),
-                              max_size=4))
+    requested = draw(
+        st.lists(st.sampled_from([*POLICY_NAMES, *POLICY_NAMES, "missing", "Not_Valid", "true"]), max_size=4)
+    )
     annotations = {"podgraft.io/inject": ",".join(requested)}
     if draw(st.booleans()):
         annotations["example.com/select"] = draw(st.sampled_from(["yes", "no"]))
@@ -97,7 +103,9 @@ def policies(draw: st.DrawFn, name: str) -> dict[str, Any]:
     if own_volumes:
         spec["volumes"] = [{"name": v, "emptyDir": {}} for v in own_volumes]
     for group in ("initContainers", "sidecars", "containers"):
-        items = _unique(draw(st.lists(containers(own_volumes, with_ports=group != "initContainers"), max_size=2)))
+        items = _unique(
+            draw(st.lists(containers(own_volumes, with_ports=group != "initContainers"), max_size=2))
+        )
         if items:
             spec[group] = items
     used: set[str] = set()
@@ -120,7 +128,12 @@ def policies(draw: st.DrawFn, name: str) -> dict[str, Any]:
         spec["imagePullSecrets"] = [{"name": "creds"}]
     if draw(st.booleans()):
         spec["ephemeral"] = {"env": [{"name": "DEBUG", "value": "1"}], "allowedImages": ["busybox*"]}
-    return {"apiVersion": "podgraft.io/v1alpha1", "kind": "InjectionPolicy", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "podgraft.io/v1alpha1",
+        "kind": "InjectionPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 @st.composite
@@ -133,7 +146,9 @@ def policy_sets(draw: st.DrawFn) -> PolicyStore:
     return store
 
 
-def _run(pod: dict[str, Any], store: PolicyStore, *, namespace: str = "shop", **review: Any) -> dict[str, Any]:
+def _run(
+    pod: dict[str, Any], store: PolicyStore, *, namespace: str = "shop", **review: Any
+) -> dict[str, Any]:
     body = orjson.dumps(make_review(pod, namespace=namespace, **review))
     decision = decide(parse_review(body), policies=store.current(), config=CONFIG, namespace_labels=None)
     response: dict[str, Any] = decision.response
@@ -143,8 +158,9 @@ def _run(pod: dict[str, Any], store: PolicyStore, *, namespace: str = "shop", **
 
 
 @given(pod=pods(), store=policy_sets(), namespace=st.sampled_from(["shop", "shop", "team-a", "kube-system"]))
-def test_injection_always_gives_a_valid_idempotent_pod(pod: dict[str, Any], store: PolicyStore,
-                                                       namespace: str) -> None:
+def test_injection_always_gives_a_valid_idempotent_pod(
+    pod: dict[str, Any], store: PolicyStore, namespace: str
+) -> None:
     original = copy.deepcopy(pod)
     response = _run(pod, store, namespace=namespace)
     assert pod == original, "the engine must not modify its input"
@@ -161,8 +177,9 @@ def test_injection_always_gives_a_valid_idempotent_pod(pod: dict[str, Any], stor
 
 
 @given(pod=pods(), store=policy_sets(), image=st.sampled_from(["busybox:1.36", "evil:latest"]))
-def test_ephemeral_updates_touch_only_new_ephemeral_containers(pod: dict[str, Any], store: PolicyStore,
-                                                               image: str) -> None:
+def test_ephemeral_updates_touch_only_new_ephemeral_containers(
+    pod: dict[str, Any], store: PolicyStore, image: str
+) -> None:
     old = copy.deepcopy(pod)
     pod["spec"]["ephemeralContainers"] = [{"name": "debugger-zz", "image": image}]
     response = _run(pod, store, operation="UPDATE", sub_resource="ephemeralcontainers", old=old)
@@ -176,6 +193,7 @@ def test_ephemeral_updates_touch_only_new_ephemeral_containers(pod: dict[str, An
 
 @pytest.mark.parametrize("operation", ["DELETE", "CONNECT"])
 def test_other_operations_are_allowed_untouched(operation: str) -> None:
-    response = _run({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {}}, PolicyStore(),
-                    operation=operation)
+    response = _run(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {}}, PolicyStore(), operation=operation
+    )
     assert response == {"uid": response["uid"], "allowed": True}
