@@ -29,6 +29,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 
 from app import admission
 from app.engine.policyset import PolicySet
@@ -149,6 +150,8 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise admission.BadReview(f"body not received within {timeout:g}s", status=408) from None
+    except ClientDisconnect:  # the client went away mid-body: a bad request, not a Podgraft bug
+        raise admission.BadReview(f"client disconnected after {size} bytes of the body") from None
     return b"".join(chunks)
 
 
