@@ -9,8 +9,9 @@ generous functional deadlines.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
-import subprocess
+import ssl
 import threading
 import time
 from collections import Counter
@@ -23,8 +24,6 @@ import pytest
 from .faults_support import (
     OVERLOADED,
     Load,
-    Outcome,
-    closed_by_peer,
     injecting_review,
     issue_serving,
     not_after,
@@ -56,6 +55,10 @@ def podgraft(root: Path, **env: str) -> Iterator[Server]:
 
 def report(title: str, **figures: object) -> None:
     print(f"\n[{title}] " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def json_bytes(body: object) -> bytes:
+    return json.dumps(body).encode()
 
 
 def served_serial(server: Server) -> int:
@@ -196,3 +199,258 @@ def test_sigterm_under_load_drains_and_fails_no_request(tmp_path: Path) -> None:
     log = server.log_text()
     assert "draining before shutdown" in log
     assert "timeout graceful shutdown exceeded" not in log
+
+
+# --- overload -----------------------------------------------------------------------------------------
+
+LIMIT = 2  # PODGRAFT_MAX_CONCURRENCY (uvicorn's own connection limit is 4x: 8)
+BURST = 10 * LIMIT
+SLOW_TIMEOUT = 4.0  # PODGRAFT_REQUEST_TIMEOUT_SECONDS: how long a held body may keep its slot
+JSON = {"content-type": "application/json"}
+
+
+def _classify(response: httpx.Response, uid: str) -> str:
+    """200 | podgraft-503 (AdmissionReview-shaped) | uvicorn-503 (its connection backstop) | other."""
+    if response.status_code == 200 and response.json()["response"]["uid"] == uid:
+        return "200"
+    if response.status_code == 503 and response.headers.get("content-type") == "application/json":
+        status = response.json()["response"]["status"]
+        if status == {"code": 503, "reason": "Error", "message": OVERLOADED}:
+            return "podgraft-503"
+    if response.status_code == 503 and response.text == "Service Unavailable":
+        return "uvicorn-503"
+    return f"other: {response.status_code} {response.text[:80]}"
+
+
+def _burst(server: Server, bodies: list[tuple[str, bytes]]) -> list[str]:
+    """Post every body at once, each on a fresh connection; the class of every answer, or the error."""
+    context = client_context(server.ca_file)
+    barrier = threading.Barrier(len(bodies))
+
+    def post(uid: str, body: bytes) -> str:
+        with httpx.Client(verify=context, timeout=20.0) as client:
+            barrier.wait(timeout=10)
+            try:
+                return _classify(client.post(f"{server.base_url}/mutate", content=body, headers=JSON), uid)
+            except httpx.HTTPError as exc:
+                return f"error: {exc!r}"
+
+    results: list[str] = [""] * len(bodies)
+
+    def run(index: int) -> None:
+        results[index] = post(*bodies[index])
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a request hung"
+    return results
+
+
+@pytest.mark.timeout(60)
+def test_overload_gets_fast_503s_and_the_server_recovers(tmp_path: Path) -> None:
+    env = {"PODGRAFT_MAX_CONCURRENCY": str(LIMIT), "PODGRAFT_REQUEST_TIMEOUT_SECONDS": str(SLOW_TIMEOUT)}
+    with podgraft(tmp_path, **env) as server:
+        before = scrape(server)["podgraft_overload_rejections_total"]
+
+        # Deterministic: LIMIT clients send their headers and half a body, then hold - each occupies
+        # a slot until its body times out. Everything else meanwhile gets the fast 503.
+        body = padded_review(256 * 1024, uid="held")
+        with contextlib.ExitStack() as stack:
+            holders = [stack.enter_context(tls_socket(server)) for _ in range(LIMIT)]
+            for holder in holders:
+                holder.sendall(request_head(content_length=len(body)) + body[: len(body) // 2])
+            held_at = time.monotonic()
+            probe = _burst(server, [("probe", json_bytes(injecting_review("probe")))])
+            while probe != ["podgraft-503"]:  # until both holders' handlers are running
+                assert time.monotonic() < held_at + SLOW_TIMEOUT / 2, probe
+                time.sleep(0.05)
+                probe = _burst(server, [("probe", json_bytes(injecting_review("probe")))])
+            small = [(f"small-{i}", json_bytes(injecting_review(f"small-{i}"))) for i in range(4)]
+            while_held = _burst(server, small)
+            answered_while_held = time.monotonic()
+            held = [read_response(holder) for holder in holders]
+        metrics = scrape(server)
+        rejected_while_held = metrics["podgraft_overload_rejections_total"] - before
+        assert answered_while_held < held_at + SLOW_TIMEOUT, "the 503s did not wait for a slot"
+        assert while_held == ["podgraft-503"] * len(small)
+        assert [r.status for r in held] == [408] * LIMIT
+        assert held[0].json()["response"]["status"]["message"] == f"body not received within {SLOW_TIMEOUT:g}s"
+
+        # The 10x burst: BURST clients post bodies near the 3 MiB limit at the same moment.
+        big = padded_review(int(2.5 * 1024 * 1024), uid="burst")
+        burst = _burst(server, [("burst", big)] * BURST)
+        after = scrape(server)
+        healthy = _burst(server, [("after", json_bytes(injecting_review("after")))])
+        status, _ = readyz(server)
+        assert server.process is not None
+        alive = server.process.poll() is None
+
+    classes = Counter(burst)
+    report(
+        "overload",
+        limit=LIMIT,
+        held_slots=LIMIT,
+        rejected_while_held=rejected_while_held,
+        burst=BURST,
+        burst_outcomes=dict(classes),
+        podgraft_503_metric_delta=after["podgraft_overload_rejections_total"] - metrics[
+            "podgraft_overload_rejections_total"
+        ],
+    )
+    assert rejected_while_held >= len(small) + 1
+    assert set(classes) <= {"200", "podgraft-503", "uvicorn-503"}, classes
+    assert classes["200"] >= 1
+    assert after["podgraft_overload_rejections_total"] - metrics["podgraft_overload_rejections_total"] == (
+        classes["podgraft-503"]
+    )
+    assert after["podgraft_internal_errors_total"] == 0
+    assert healthy == ["200"]
+    assert status == 200
+    assert alive
+
+
+# --- huge, truncated and trickled requests ----------------------------------------------------------
+
+BODY_LIMIT = 3 * 1024 * 1024  # the default PODGRAFT_MAX_BODY_BYTES
+CLIENT_TIMEOUT = 2.0  # PODGRAFT_REQUEST_TIMEOUT_SECONDS of the server below
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Default body limit, a 2 s request timeout (bodies and headers)."""
+    env = {"PODGRAFT_REQUEST_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT)}
+    with podgraft(tmp_path_factory.mktemp("podgraft-strict"), **env) as server:
+        yield server
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("size", "status"),
+    [
+        pytest.param(BODY_LIMIT - 1, 200, id="just-under-3MiB"),
+        pytest.param(BODY_LIMIT, 200, id="exactly-3MiB"),
+        pytest.param(BODY_LIMIT + 1, 413, id="just-over-3MiB"),
+    ],
+)
+def test_body_around_the_3_mib_limit(strict: Server, size: int, status: int) -> None:
+    body = padded_review(size, uid="big")
+    with tls_socket(strict) as sock:
+        sock.sendall(request_head(content_length=size) + body)
+        response = read_response(sock)
+    assert response.status == status, response.body[:200]
+    answer = response.json()["response"]
+    if status == 200:
+        assert answer["uid"] == "big"
+        assert "patch" in answer
+    else:
+        assert answer["status"]["message"] == f"body of {size} bytes is over the {BODY_LIMIT}-byte limit"
+
+
+@pytest.mark.timeout(30)
+def test_oversized_body_is_refused_before_it_is_sent(strict: Server) -> None:
+    """The 413 comes from the declared length alone: the server neither waits for nor reads the body."""
+    with tls_socket(strict, timeout=CLIENT_TIMEOUT / 2) as sock:
+        sock.sendall(request_head(content_length=BODY_LIMIT + 1))
+        response = read_response(sock)
+    assert response.status == 413
+    assert response.json()["response"]["status"]["code"] == 413
+
+
+@pytest.mark.timeout(30)
+def test_truncated_body_held_open_gets_a_408(strict: Server) -> None:
+    body = padded_review(100_000, uid="truncated")
+    errors = scrape(strict)["podgraft_internal_errors_total"]
+    with tls_socket(strict, timeout=CLIENT_TIMEOUT + 5) as sock:
+        sock.sendall(request_head(content_length=len(body)) + body[:50_000])
+        response = read_response(sock)
+    assert response.status == 408
+    assert response.json()["response"]["status"]["message"] == f"body not received within {CLIENT_TIMEOUT:g}s"
+    assert scrape(strict)["podgraft_internal_errors_total"] == errors
+    assert readyz(strict)[0] == 200
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("tries", [5])
+def test_truncated_body_then_close_leaves_the_server_healthy(strict: Server, tries: int) -> None:
+    """Content-Length larger than what is sent, then the client goes away: nothing to answer, no error."""
+    body = padded_review(100_000, uid="gone")
+    before = scrape(strict)
+    for _ in range(tries):
+        with tls_socket(strict) as sock:
+            sock.sendall(request_head(content_length=len(body)) + body[:50_000])
+            time.sleep(0.1)  # the handler is reading the body when the client disappears
+    after = wait_for(
+        lambda: scrape(strict),
+        until=lambda m: m.get(BAD_REQUESTS, 0) >= before.get(BAD_REQUESTS, 0) + tries,
+        what="every abandoned request accounted for",
+    )
+    report(
+        "truncated body, client gone",
+        tries=tries,
+        bad_requests=after[BAD_REQUESTS] - before.get(BAD_REQUESTS, 0),
+        internal_errors=after["podgraft_internal_errors_total"] - before["podgraft_internal_errors_total"],
+    )
+    assert after["podgraft_internal_errors_total"] == before["podgraft_internal_errors_total"]
+    assert after.get(ERRORS, 0) == before.get(ERRORS, 0)
+    gone = [r for r in strict.log_records() if str(r.get("error", "")).startswith("client disconnected after")]
+    assert len(gone) >= tries
+    assert gone[-1]["level"] == "warning"
+    assert readyz(strict)[0] == 200
+    assert "Traceback" not in strict.log_text()
+    with httpx.Client(verify=client_context(strict.ca_file), timeout=5.0) as client:
+        response = client.post(f"{strict.base_url}/mutate", json=injecting_review("after"))
+    assert response.status_code == 200
+
+
+BAD_REQUESTS = 'podgraft_admission_requests_total{outcome="bad_request"}'
+ERRORS = 'podgraft_admission_requests_total{outcome="error"}'
+SLOWLORIS = 3  # clients trickling their headers at the same time
+
+
+def _trickle(server: Server, results: list[tuple[int, float | None]]) -> None:
+    """Send the request headers one byte per second; record bytes sent and when the server hung up."""
+    head = request_head(content_length=2)
+    with tls_socket(server) as sock:
+        connected = time.monotonic()
+        sock.settimeout(1.0)
+        for sent in range(len(head)):
+            try:
+                sock.sendall(head[sent : sent + 1])
+                if sock.recv(1) == b"":
+                    results.append((sent + 1, time.monotonic() - connected))
+                    return
+            except TimeoutError:
+                continue  # nothing from the server this second: go on trickling
+            except (ConnectionError, ssl.SSLError):
+                results.append((sent + 1, time.monotonic() - connected))
+                return
+            if time.monotonic() - connected > CLIENT_TIMEOUT + 5:
+                break
+        results.append((len(head), None))
+
+
+@pytest.mark.timeout(30)
+def test_slowloris_clients_are_cut_off_while_others_are_served(strict: Server) -> None:
+    results: list[tuple[int, float | None]] = []
+    tricklers = [
+        threading.Thread(target=_trickle, args=(strict, results), daemon=True) for _ in range(SLOWLORIS)
+    ]
+    with Load(strict, fresh=1, keepalive=1, pause=0.01) as load:
+        for thread in tricklers:
+            thread.start()
+        for thread in tricklers:
+            thread.join(timeout=CLIENT_TIMEOUT + 10)
+        tally = load.stop()
+    report("slowloris", clients=SLOWLORIS, bytes_and_seconds_to_cut=results, others=tally.summary())
+    assert len(results) == SLOWLORIS
+    head_size = len(request_head(content_length=2))
+    for sent, cut_after in results:
+        assert cut_after is not None, "a slowloris client was never disconnected"
+        assert sent < head_size
+        assert CLIENT_TIMEOUT - 0.2 <= cut_after <= CLIENT_TIMEOUT + 3
+    assert tally.failures == []
+    assert tally.count("ok") >= 20, "others were served while the slow clients were connected"
+    assert "closing a connection whose request headers did not arrive in time" in strict.log_text()
