@@ -454,3 +454,72 @@ def test_slowloris_clients_are_cut_off_while_others_are_served(strict: Server) -
     assert tally.failures == []
     assert tally.count("ok") >= 20, "others were served while the slow clients were connected"
     assert "closing a connection whose request headers did not arrive in time" in strict.log_text()
+
+
+# --- broken and expiring certificates ---------------------------------------------------------------
+
+MARGIN = 2 * 24 * 3600  # PODGRAFT_CERT_EXPIRY_MARGIN_SECONDS: /readyz fails 2 days before expiry
+REJECTED = "new certificate rejected, still serving the previous one"
+GARBAGE_PEM = b"-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n"
+
+
+def _key_mismatch(server: Server) -> tuple[bytes, bytes]:
+    cert, _ = issue_serving(server)
+    _, other_key = issue_serving(server)
+    return cert, other_key
+
+
+def _garbage(server: Server) -> tuple[bytes, bytes]:
+    return GARBAGE_PEM, server.secret.current()[1]
+
+
+@pytest.mark.timeout(60)
+def test_broken_certificates_keep_the_old_one_and_expiry_fails_readiness(tmp_path: Path) -> None:
+    with podgraft(tmp_path, PODGRAFT_CERT_EXPIRY_MARGIN_SECONDS=str(MARGIN)) as server:
+        live = served_serial(server)
+        rejections: dict[str, float] = {}
+        with Load(server, fresh=1, keepalive=1, pause=0.01) as load:
+            for name, broken in [("key-mismatch", _key_mismatch), ("garbage-pem", _garbage)]:
+                errors = scrape(server)["podgraft_certificate_reload_errors_total"]
+                server.secret.publish(*broken(server))
+                status, detail = wait_for(
+                    lambda: readyz(server),
+                    until=lambda r: r[1]["certificateError"],
+                    timeout=ROTATION_DEADLINE,
+                    what=f"/readyz reporting the {name} certificate",
+                )
+                assert status == 200, "the old certificate is still good: still ready"
+                assert detail["certificateError"].startswith(REJECTED), detail
+                assert [served_serial(server) for _ in range(3)] == [live] * 3
+                time.sleep(1.0)  # four more reload checks with the broken pair on disk
+                rejections[name] = scrape(server)["podgraft_certificate_reload_errors_total"] - errors
+                assert rejections[name] >= 1
+
+            # A good certificate that expires inside the margin: served, but the pod is not ready.
+            cert, key = issue_serving(server, days=1)
+            server.secret.publish(cert, key)
+            assert within(ROTATION_DEADLINE, serves(server, serial_of(cert))) is not None
+            status, detail = wait_for(
+                lambda: readyz(server), until=lambda r: r[0] == 503, what="/readyz 503 for the expiring cert"
+            )
+            metrics = scrape(server)
+            answered = load.tally.count("ok")
+            load.wait_for_requests(answered + 10)  # still answering with the expiring certificate
+            tally = load.stop()
+
+    report(
+        "broken and expiring certificates",
+        reload_errors_per_broken_pair=rejections,
+        readyz_expiring=(status, detail.get("certificateExpiring")),
+        outcome=tally.summary(),
+    )
+    assert detail["ready"] is False
+    assert detail["certificateExpiring"] is True
+    assert detail["certificateError"] is None
+    assert 0 < detail["certificateExpiresInSeconds"] <= 24 * 3600
+    assert metrics["podgraft_certificate_expiry_timestamp_seconds"] == not_after(cert)
+    assert tally.failures == [], tally.failures[:5]
+    assert tally.count("not-sent") == 0
+    records = [r for r in server.log_records() if str(r.get("msg", "")).startswith(REJECTED)]
+    assert len(records) >= 2
+    assert {r["level"] for r in records} == {"error"}
