@@ -134,7 +134,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
     resource = request.get("resource")
     if not isinstance(kind, dict) or not isinstance(resource, dict):
         raise BadReview("request.kind and request.resource must be objects", api_version=version, uid=uid)
-    texts = {key: request.get(key) or "" for key in ("subResource", "namespace", "name")}
+    # Absent or null reads as empty; any other non-string (even a falsy 0, false, [] or {}) is refused.
+    texts = {
+        key: "" if request.get(key) is None else request[key] for key in ("subResource", "namespace", "name")
+    }
     for key, value in texts.items():
         if not isinstance(value, str):
             raise BadReview(f"request.{key} must be a string", api_version=version, uid=uid)
