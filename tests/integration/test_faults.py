@@ -137,7 +137,7 @@ def test_sigterm_under_load_drains_and_fails_no_request(tmp_path: Path) -> None:
             process.send_signal(signal.SIGTERM)
 
             # /readyz turns 503 at once, and stays 503 while the server keeps serving.
-            status, detail = wait_for(
+            _, detail = wait_for(
                 lambda: _readyz_or_none(server),
                 until=lambda r: r is not None and r[0] == 503,
                 timeout=2.0,
@@ -277,7 +277,9 @@ def test_overload_gets_fast_503s_and_the_server_recovers(tmp_path: Path) -> None
         assert answered_while_held < held_at + SLOW_TIMEOUT, "the 503s did not wait for a slot"
         assert while_held == ["podgraft-503"] * len(small)
         assert [r.status for r in held] == [408] * LIMIT
-        assert held[0].json()["response"]["status"]["message"] == f"body not received within {SLOW_TIMEOUT:g}s"
+        assert (
+            held[0].json()["response"]["status"]["message"] == f"body not received within {SLOW_TIMEOUT:g}s"
+        )
 
         # The 10x burst: BURST clients post bodies near the 3 MiB limit at the same moment.
         big = padded_review(int(2.5 * 1024 * 1024), uid="burst")
@@ -296,15 +298,15 @@ def test_overload_gets_fast_503s_and_the_server_recovers(tmp_path: Path) -> None
         rejected_while_held=rejected_while_held,
         burst=BURST,
         burst_outcomes=dict(classes),
-        podgraft_503_metric_delta=after["podgraft_overload_rejections_total"] - metrics[
-            "podgraft_overload_rejections_total"
-        ],
+        podgraft_503_metric_delta=after["podgraft_overload_rejections_total"]
+        - metrics["podgraft_overload_rejections_total"],
     )
     assert rejected_while_held >= len(small) + 1
     assert set(classes) <= {"200", "podgraft-503", "uvicorn-503"}, classes
     assert classes["200"] >= 1
-    assert after["podgraft_overload_rejections_total"] - metrics["podgraft_overload_rejections_total"] == (
-        classes["podgraft-503"]
+    assert (
+        after["podgraft_overload_rejections_total"] - metrics["podgraft_overload_rejections_total"]
+        == (classes["podgraft-503"])
     )
     assert after["podgraft_internal_errors_total"] == 0
     assert healthy == ["200"]
@@ -395,7 +397,9 @@ def test_truncated_body_then_close_leaves_the_server_healthy(strict: Server, tri
     )
     assert after["podgraft_internal_errors_total"] == before["podgraft_internal_errors_total"]
     assert after.get(ERRORS, 0) == before.get(ERRORS, 0)
-    gone = [r for r in strict.log_records() if str(r.get("error", "")).startswith("client disconnected after")]
+    gone = [
+        r for r in strict.log_records() if str(r.get("error", "")).startswith("client disconnected after")
+    ]
     assert len(gone) >= tries
     assert gone[-1]["level"] == "warning"
     assert readyz(strict)[0] == 200
