@@ -1,0 +1,296 @@
+"""The CLI: `podgraft inject`, `podgraft policy validate`, `podgraft certs generate`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from app.cli import main
+from tests.conftest import EXAMPLE_POLICIES, ROOT, assert_valid_pod
+from tests.unit.builders import policy_yaml
+
+PODS = ROOT / "examples" / "pods"
+POLICIES = str(EXAMPLE_POLICIES)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PODGRAFT_") or name == "POD_NAMESPACE":
+            monkeypatch.delenv(name)
+
+
+def inject(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[Any], str]:
+    code = main(["inject", "--policies", POLICIES, *args])
+    out, err = capsys.readouterr()
+    return code, list(yaml.safe_load_all(out)), err
+
+
+def names(containers: list[dict[str, Any]] | None) -> list[str]:
+    return [c["name"] for c in containers or []]
+
+
+# --- inject ---------------------------------------------------------------------------------------
+
+
+def test_inject_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+    source = list(yaml.safe_load_all((PODS / "deployment.yaml").read_text()))
+    code, documents, err = inject(capsys, "-f", str(PODS / "deployment.yaml"))
+    assert code == 0, err
+    deployment, cronjob, configmap = documents
+    assert [d["kind"] for d in documents] == ["Deployment", "CronJob", "ConfigMap"]
+
+    template = deployment["spec"]["template"]
+    assert names(template["spec"]["initContainers"]) == ["content-sync-init"]
+    assert names(template["spec"]["containers"]) == ["nginx", "content-sync"]
+    assert names(template["spec"]["volumes"]) == ["content"]
+    assert "generateName" not in template["metadata"], "a pod template gets no generateName"
+    assert "podgraft.io/status" in template["metadata"]["annotations"]
+    # Everything outside the template is the manifest as written.
+    assert {k: v for k, v in deployment["spec"].items() if k != "template"} == {
+        k: v for k, v in source[0]["spec"].items() if k != "template"
+    }
+    assert deployment["metadata"] == source[0]["metadata"]
+
+    job_pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    assert names(job_pod["spec"]["initContainers"]) == ["wait-for-db"]
+    assert job_pod["spec"]["restartPolicy"] == "OnFailure"
+    assert "generateName" not in job_pod["metadata"]
+    assert cronjob["spec"]["schedule"] == source[1]["spec"]["schedule"]
+
+    assert configmap == source[2], "other kinds pass through unchanged"
+
+
+def test_injected_templates_validate_as_pods(capsys: pytest.CaptureFixture[str]) -> None:
+    _, documents, _ = inject(capsys, "-f", str(PODS / "deployment.yaml"))
+    template = documents[0]["spec"]["template"]
+    assert_valid_pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": template["spec"]})
+
+
+def test_inject_a_second_time_changes_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _, first, _ = inject(capsys, "-f", str(PODS / "deployment.yaml"))
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump_all(first, sort_keys=False))
+    code, second, _ = inject(capsys, "-f", str(again))
+    assert code == 0
+    assert second == first
+
+
+def test_inject_from_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO((PODS / "web.yaml").read_text()))
+    code, [pod], err = inject(capsys, "-f", "-")
+    assert code == 0, err
+    assert pod["kind"] == "Pod"
+    assert pod["metadata"]["name"] == "web"
+    # wait-for-db and mesh-proxy are requested (in that order), log-shipper matches its annotation;
+    # native sidecars come first, in policy order, then init containers.
+    assert names(pod["spec"]["initContainers"]) == ["mesh-proxy", "log-shipper", "wait-for-db"]
+    assert all(c["restartPolicy"] == "Always" for c in pod["spec"]["initContainers"][:2])
+    assert_valid_pod(pod)
+
+
+def test_inject_classic_sidecars_for_an_old_cluster(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO((PODS / "web.yaml").read_text()))
+    code, [pod], _ = inject(capsys, "-f", "-", "--kubernetes-version", "1.28")
+    assert code == 0
+    # log-shipper is `auto` (classic on 1.28); mesh-proxy insists on native.
+    assert names(pod["spec"]["containers"]) == ["app", "log-shipper"]
+    assert names(pod["spec"]["initContainers"]) == ["mesh-proxy", "wait-for-db"]
+
+
+def test_explain_names_applied_and_not_applied_policies(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO((PODS / "web.yaml").read_text()))
+    code, _, err = inject(capsys, "-f", "-", "--explain")
+    assert code == 0
+    lines = err.splitlines()
+    assert lines[0] == "Pod/web (namespace shop):"
+    assert "  + wait-for-db: requested by podgraft.io/inject" in lines
+    assert "  + mesh-proxy: requested by podgraft.io/inject" in lines
+    assert "  + log-shipper: selected by its match rules" in lines
+    assert "  - content-sync: not requested and its match rules do not fit" in lines
+    assert "  - debug-rules: not requested and its match rules do not fit" in lines
+
+
+def test_explain_says_why_a_pod_is_skipped(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "sys",
+                    "namespace": "kube-system",
+                    "annotations": {"podgraft.io/inject": "x"},
+                },
+                "spec": {"containers": [{"name": "a", "image": "b"}]},
+            }
+        )
+    )
+    code, [pod], err = inject(capsys, "-f", str(manifest), "--explain")
+    assert code == 0
+    assert "initContainers" not in pod["spec"]
+    assert "  skipped: namespace 'kube-system' is never injected" in err.splitlines()
+
+
+def test_namespace_labels_enable_the_opt_in_check(capsys: pytest.CaptureFixture[str]) -> None:
+    code, [pod], err = inject(
+        capsys, "-f", str(PODS / "web.yaml"), "--namespace-label", "team=shop", "--explain"
+    )
+    assert code == 0
+    assert "initContainers" not in pod["spec"]
+    assert "not opted in" in err
+    code, [pod], _ = inject(
+        capsys, "-f", str(PODS / "web.yaml"), "--namespace-label", "podgraft.io/injection=enabled"
+    )
+    assert "initContainers" in pod["spec"]
+
+
+def test_a_denial_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    manifest = tmp_path / "clash.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "clash", "annotations": {"podgraft.io/inject": "mesh-proxy"}},
+                "spec": {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 15000}]}]},
+            }
+        )
+    )
+    code, [pod], err = inject(capsys, "-f", str(manifest))
+    assert code == 1
+    assert pod["spec"] == {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 15000}]}]}
+    [denial] = [line for line in err.splitlines() if line.startswith("denied: ")]
+    assert "Pod/clash (namespace default)" in denial
+    assert "required policy 'mesh-proxy'" in denial
+    assert "15000" in denial
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        pytest.param(["-f", "/nonexistent/manifest.yaml"], "error: ", id="missing-file"),
+        pytest.param(["-f", "{bad"], "error: ", id="missing-file-odd-name"),
+        pytest.param(["--namespace-label", "novalue"], "expects KEY=VALUE", id="bad-namespace-label"),
+    ],
+)
+def test_inject_errors_exit_1(capsys: pytest.CaptureFixture[str], args: list[str], words: str) -> None:
+    full = args if "-f" in args else ["-f", str(PODS / "web.yaml"), *args]
+    code = main(["inject", "--policies", POLICIES, *full])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert words in err
+
+
+def test_inject_with_unparsable_yaml_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    manifest = tmp_path / "broken.yaml"
+    manifest.write_text("kind: [\n")
+    assert main(["inject", "--policies", POLICIES, "-f", str(manifest)]) == 1
+    assert "error: " in capsys.readouterr().err
+
+
+# --- policy validate ------------------------------------------------------------------------------
+
+
+def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "validate", POLICIES]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    listed = [line.split()[1] for line in out.splitlines()]
+    assert listed == ["content-sync", "debug-rules", "log-shipper", "mesh-proxy", "wait-for-db"]
+    assert all(line.startswith("ok  ") and "hash " in line for line in out.splitlines())
+
+
+def test_validate_names_file_policy_and_field(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text(policy_yaml("fine"))
+    nested = tmp_path / "team"
+    nested.mkdir()
+    (nested / "bad.yaml").write_text(
+        policy_yaml("fine-too")
+        + "---\n"
+        + policy_yaml("broken", sidecars=[{"name": "s", "imagee": "busybox"}])
+    )
+    (tmp_path / ".hidden.yaml").write_text("not: [valid")
+    (tmp_path / "README.md").write_text("not a policy")
+    assert main(["policy", "validate", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
+    assert line.startswith(f"{tmp_path / 'team' / 'bad.yaml'}: ")
+    assert "document 2" in line
+    assert "policy 'broken'" in line
+    assert "spec.sidecars[0].imagee: unknown field" in line
+    assert "spec.sidecars[0].image: Field required" in line
+    assert [row.split()[1] for row in out.splitlines()] == ["fine"]
+
+
+def test_validate_several_directories(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("a: &x 1\nb: *x\n")
+    assert main(["policy", "validate", POLICIES, str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "aliases" in err
+    assert "ok  log-shipper" in out
+
+
+def test_validate_missing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["policy", "validate", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+# --- certs generate -------------------------------------------------------------------------------
+
+
+def test_certs_generate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_dir = tmp_path / "certs"
+    code = main(
+        [
+            "certs",
+            "generate",
+            "--service",
+            "hook",
+            "--namespace",
+            "infra",
+            "--out",
+            str(out_dir),
+            "--host",
+            "10.1.2.3",
+        ]
+    )
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+    assert base64.b64decode(out.strip()) == (out_dir / "ca.crt").read_bytes()
+    assert out.count("\n") == 1
+    assert "wrote" in err
+    assert stat.S_IMODE((out_dir / "tls.key").stat().st_mode) == 0o600
+    leaf = x509.load_pem_x509_certificate((out_dir / "tls.crt").read_bytes())
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [
+        "hook",
+        "hook.infra",
+        "hook.infra.svc",
+        "hook.infra.svc.cluster.local",
+        "localhost",
+    ]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.1.2.3"]
+    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate((out_dir / "ca.crt").read_bytes()))
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["inject"], ["policy"], ["frobnicate"]):
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+    capsys.readouterr()
