@@ -294,3 +294,22 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert caught.value.code == 2
     capsys.readouterr()
+
+
+def test_output_has_no_yaml_aliases(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same injected mount and env go into every app container; the output must not alias them."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "two", "annotations": {"podgraft.io/inject": "log-shipper"}},
+        "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]},
+    }
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(manifest)))
+    assert main(["inject", "--policies", POLICIES, "-f", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "&id" not in out
+    assert "*id" not in out
+    pod = yaml.safe_load(out)
+    assert pod["spec"]["containers"][0]["volumeMounts"] == pod["spec"]["containers"][1]["volumeMounts"]

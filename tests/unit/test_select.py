@@ -473,3 +473,26 @@ def test_index_keys_by_kind_of_rule() -> None:
     assert [p.name for p in policies.scan] == ["negative"]
     assert "unmatched" in policies.by_name
     assert [p.name for p in policies.match_candidates({}, {})] == ["negative"]
+
+
+# --- content hashes (what "already injected" compares) --------------------------------------------
+
+
+def test_content_hash_ignores_key_order_and_sees_every_change() -> None:
+    spec = {
+        "parameters": {"a": "1", "b": "2"},
+        "volumes": [{"name": "v", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+        "annotations": {"x.example.com/a": "1", "x.example.com/b": "2"},
+    }
+    reordered = {
+        "annotations": {"x.example.com/b": "2", "x.example.com/a": "1"},
+        "volumes": [{"emptyDir": {"sizeLimit": "1Mi", "medium": "Memory"}, "name": "v"}],
+        "parameters": {"b": "2", "a": "1"},
+    }
+    base = compiled("p", **spec).content_hash
+    assert compiled("p", **reordered).content_hash == base
+    assert len(base) == 16
+    assert compiled("q", **spec).content_hash != base, "the name is part of the hash"
+    assert compiled("p", **{**spec, "parameters": {"a": "1", "b": "3"}}).content_hash != base
+    assert compiled("p", **{**spec, "required": True}).content_hash != base
+    assert compiled("p", **spec, source="elsewhere.yaml").content_hash == base, "the source is not"
