@@ -313,3 +313,83 @@ def test_output_has_no_yaml_aliases(
     assert "*id" not in out
     pod = yaml.safe_load(out)
     assert pod["spec"]["containers"][0]["volumeMounts"] == pod["spec"]["containers"][1]["volumeMounts"]
+
+
+def _template() -> dict[str, Any]:
+    return {
+        "metadata": {"annotations": {"podgraft.io/inject": "wait-for-db"}},
+        "spec": {"containers": [{"name": "app", "image": "x"}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("manifest", "path"),
+    [
+        pytest.param(
+            {
+                "apiVersion": "apps/v1",
+                "kind": kind,
+                "metadata": {"name": "w"},
+                "spec": {"template": _template()},
+            },
+            ("spec", "template"),
+            id=kind,
+        )
+        for kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job")
+    ]
+    + [
+        pytest.param(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "w"},
+                "spec": {"jobTemplate": {"spec": {"template": _template()}}},
+            },
+            ("spec", "jobTemplate", "spec", "template"),
+            id="CronJob",
+        ),
+        pytest.param(
+            {"apiVersion": "v1", "kind": "Pod", **_template()},
+            (),
+            id="Pod",
+        ),
+    ],
+)
+def test_every_workload_kind_is_injected(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    manifest: dict[str, Any],
+    path: tuple[str, ...],
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(manifest)))
+    code, [document], err = inject(capsys, "-f", "-")
+    assert code == 0, err
+    node = document
+    for key in path:
+        node = node[key]
+    assert names(node["spec"]["initContainers"]) == ["wait-for-db"]
+    assert "generateName" not in node["metadata"]
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        pytest.param(
+            {"apiVersion": "v2", "kind": "Pod", "metadata": {"name": "p"}, "spec": _template()["spec"]},
+            id="pod-v2",
+        ),
+        pytest.param(
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}, id="no-template"
+        ),
+        pytest.param({"kind": "Secret", "metadata": {"name": "s"}, "stringData": {"a": "b"}}, id="secret"),
+        pytest.param(["a", "list"], id="list-document"),
+        pytest.param("text", id="scalar-document"),
+    ],
+)
+def test_other_documents_pass_through(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, manifest: Any
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(manifest)))
+    code, [document], err = inject(capsys, "-f", "-")
+    assert code == 0, err
+    assert document == manifest
