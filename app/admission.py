@@ -82,6 +82,21 @@ def _depth_ok(value: object, limit: int) -> bool:
     return False
 
 
+def _shallow_enough(request: Mapping[str, Any]) -> bool:
+    """Nesting limit on the envelope and on the objects' metadata (the parts the engine walks).
+
+    Specs are not walked here (a full walk costs as much as the rest of a request): nothing in the
+    engine recurses through a spec, and the JSON parser refuses nesting beyond 1024 levels.
+    """
+    envelope = {k: v for k, v in request.items() if k not in ("object", "oldObject")}
+    parts: list[object] = [envelope]
+    for key in ("object", "oldObject"):
+        obj = request.get(key)
+        if isinstance(obj, dict):
+            parts.append({k: v for k, v in obj.items() if k != "spec"})
+    return all(_depth_ok(part, MAX_DEPTH) for part in parts)
+
+
 def _optional_mapping(
     request: Mapping[str, Any], key: str, version: str, uid: str
 ) -> Mapping[str, Any] | None:
@@ -121,7 +136,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         raise BadReview("request.uid is missing or not a string", api_version=version)
     if len(uid) > 256:
         raise BadReview("request.uid is longer than 256 characters", api_version=version)
-    if not _depth_ok(request, MAX_DEPTH):
+    if not _shallow_enough(request):
         raise BadReview(f"request is nested deeper than {MAX_DEPTH} levels", api_version=version, uid=uid)
     operation = request.get("operation")
     if operation not in OPERATIONS:

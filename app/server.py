@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import (
     CollectorRegistry,
@@ -29,7 +29,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from starlette.requests import ClientDisconnect
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app import admission
 from app.engine.policyset import PolicySet
@@ -127,13 +128,23 @@ def _json(body: Mapping[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _bad(error: admission.BadReview) -> Response:
-    return _json(admission.bad_review_body(error), error.status)
+Reply = tuple[int, bytes]  # HTTP status, JSON body
 
 
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+def _bad(error: admission.BadReview) -> Reply:
+    return error.status, orjson.dumps(admission.bad_review_body(error))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int, timeout: float) -> bytes:
     """The body, at most `limit` bytes (413 past it) and within `timeout` seconds (408 past it)."""
-    declared = request.headers.get("content-length")
+    declared = _header(scope, b"content-length")
     if declared is not None:
         if not declared.isdigit():
             raise admission.BadReview(f"invalid Content-Length {declared[:20]!r}")
@@ -143,15 +154,19 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     size = 0
     try:
         async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":  # a bad request, not a Podgraft bug
+                    raise admission.BadReview(f"client disconnected after {size} bytes of the body")
+                chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise admission.BadReview(f"body is over the {limit}-byte limit", status=413)
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError:
         raise admission.BadReview(f"body not received within {timeout:g}s", status=408) from None
-    except ClientDisconnect:  # the client went away mid-body: a bad request, not a Podgraft bug
-        raise admission.BadReview(f"client disconnected after {size} bytes of the body") from None
     return b"".join(chunks)
 
 
@@ -160,37 +175,43 @@ def _is_json(content_type: str) -> bool:
 
 
 class Handler:
-    """`/mutate`: transport only. The decision is `admission.decide`."""
+    """`/mutate` as a plain ASGI app (no framework per-request machinery on the hot path): transport
+    only. The decision is `admission.decide`."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rt = self.rt
         if rt.inflight >= rt.settings.max_concurrency:
             rt.metrics.overload.inc()
-            return _bad(admission.BadReview("podgraft is overloaded; retry", status=503))
-        rt.inflight += 1
-        started = time.perf_counter()
-        try:
-            response = await self._handle(request)
-            if rt.draining:  # shutting down: ask the client to move to another replica
-                response.headers["connection"] = "close"
-            return response
-        finally:
-            rt.inflight -= 1
-            rt.metrics.latency.observe(time.perf_counter() - started)
+            status, body = _bad(admission.BadReview("podgraft is overloaded; retry", status=503))
+        else:
+            rt.inflight += 1
+            started = time.perf_counter()
+            try:
+                status, body = await self._handle(scope, receive)
+            finally:
+                rt.inflight -= 1
+                rt.metrics.latency.observe(time.perf_counter() - started)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if rt.draining:  # shutting down: ask the client to move to another replica
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
-    async def _handle(self, request: Request) -> Response:
+    async def _handle(self, scope: Scope, receive: Receive) -> Reply:
         rt = self.rt
         parsed: admission.AdmissionRequest | None = None
         try:
-            if not _is_json(request.headers.get("content-type", "")):
+            content_type = _header(scope, b"content-type")
+            if not _is_json(content_type or ""):
                 raise admission.BadReview(
-                    "Content-Type must be application/json, got "
-                    f"{request.headers.get('content-type', '(none)')[:60]!r}"
+                    f"Content-Type must be application/json, got {(content_type or '(none)')[:60]!r}"
                 )
-            body = await _read_body(request, rt.settings.max_body_bytes, rt.settings.request_timeout_seconds)
+            body = await _read_body(
+                scope, receive, rt.settings.max_body_bytes, rt.settings.request_timeout_seconds
+            )
             parsed = admission.parse_review(body)
             decision = admission.decide(
                 parsed,
@@ -199,7 +220,7 @@ class Handler:
                 namespace_labels=self._namespace_labels(parsed),
             )
             self._record(parsed, decision)
-            return _json(admission.review(parsed.api_version, decision.response))
+            return 200, orjson.dumps(admission.review(parsed.api_version, decision.response))
         except admission.BadReview as exc:
             rt.metrics.requests.labels("bad_request").inc()
             log.warning("bad admission request", extra={"status": exc.status, "error": exc.message})
@@ -212,7 +233,7 @@ class Handler:
             return None
         return self.rt.namespaces.labels(request.namespace)
 
-    def _internal_error(self, parsed: admission.AdmissionRequest | None) -> Response:
+    def _internal_error(self, parsed: admission.AdmissionRequest | None) -> Reply:
         rt = self.rt
         rt.metrics.internal_errors.inc()
         rt.metrics.requests.labels("error").inc()
@@ -223,7 +244,7 @@ class Handler:
             response = admission.errored(uid, 500, message)
         else:
             response = admission.allowed(uid, warnings=[message + "; pod admitted without injection"])
-        return _json(admission.review(parsed.api_version if parsed else admission.V1, response))
+        return 200, orjson.dumps(admission.review(parsed.api_version if parsed else admission.V1, response))
 
     def _record(self, request: admission.AdmissionRequest, decision: admission.Decision) -> None:
         metrics = self.rt.metrics
@@ -348,7 +369,7 @@ def create_app(
         title="Podgraft", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.runtime = rt
-    app.add_api_route("/mutate", Handler(rt), methods=["POST"], include_in_schema=False)
+    app.router.routes.append(Route("/mutate", Handler(rt), methods=["POST"]))
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -47,7 +47,7 @@ def check_rendered(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     for group in ("initContainers", "sidecars", "containers"):
         for container in spec.get(group) or []:
             image = container.get("image", "")
-            if not image.strip() or any(c.isspace() for c in image):
+            if len(image.split()) != 1 or image.strip() != image:
                 raise RenderError(f"container {container['name']!r}: image rendered to {image!r}")
     return spec
 

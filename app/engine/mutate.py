@@ -86,6 +86,8 @@ class _PodEditor:
             if not (isinstance(c, dict) and c.get("name") in injected_before)
         ]
         self.injected_names: list[str] = []
+        self._containers_copied = False
+        self._copied: set[int] = set()
         self.changes = 0  # edits made so far; a policy that made none is not recorded as injected
         self.native_count = 0  # native sidecars injected at the front of initContainers
         self.first_count = 0  # init containers injected after them, before the pod's own
@@ -189,13 +191,20 @@ class _PodEditor:
             self.spec["volumes"] = _list(self.spec.get("volumes")) + added
 
     def _own_container(self, index: int) -> dict[str, Any]:
-        containers = _list(self.spec.get("containers"))
-        container = dict(containers[index])
-        containers[index] = container
-        self.spec["containers"] = containers
+        """The pod's container at `index`, copied (once) so it can be edited."""
+        if not self._containers_copied:
+            self.spec["containers"] = _list(self.spec.get("containers"))
+            self._containers_copied = True
+        containers = self.spec["containers"]
+        if index not in self._copied:
+            containers[index] = dict(containers[index])
+            self._copied.add(index)
+        container: dict[str, Any] = containers[index]
         return container
 
     def add_mounts(self, policy: CompiledPolicy, mounts: list[dict[str, Any]], targets: list[int]) -> None:
+        if not mounts:
+            return
         volumes = _names(_list(self.spec.get("volumes")))
         for mount in mounts:
             if mount["name"] not in volumes:
@@ -221,6 +230,8 @@ class _PodEditor:
                 self.changes += 1
 
     def add_env(self, policy: CompiledPolicy, env: list[dict[str, Any]], targets: list[int]) -> None:
+        if not env:
+            return
         for index in targets:
             container = self.spec["containers"][index]
             if not isinstance(container, dict):

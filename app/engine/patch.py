@@ -56,7 +56,8 @@ def _diff(src: Any, dst: Any, path: str, ops: list[Operation]) -> None:
                 ops.append({"op": "remove", "path": f"{path}/{escape(key)}"})
         for key, value in dst.items():
             if key in src:
-                _diff(src[key], value, f"{path}/{escape(key)}", ops)
+                if src[key] is not value:
+                    _diff(src[key], value, f"{path}/{escape(key)}", ops)
             else:
                 ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": value})
     elif isinstance(src, list) and isinstance(dst, list):
@@ -68,13 +69,16 @@ def _diff(src: Any, dst: Any, path: str, ops: list[Operation]) -> None:
 def _diff_list(src: list[Any], dst: list[Any], path: str, ops: list[Operation]) -> None:
     if len(src) == len(dst):
         for index, (old, new) in enumerate(zip(src, dst, strict=True)):
-            _diff(old, new, f"{path}/{index}", ops)
+            if old is not new:
+                _diff(old, new, f"{path}/{index}", ops)
         return
     if len(dst) > len(src):
         planned: list[Operation] = []
         kept = 0
         for index, new in enumerate(dst):
-            if kept < len(src) and _same_item(src[kept], new):
+            if kept < len(src) and src[kept] is new:
+                kept += 1
+            elif kept < len(src) and _same_item(src[kept], new):
                 _diff(src[kept], new, f"{path}/{index}", planned)
                 kept += 1
             else:

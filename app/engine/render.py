@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -62,8 +63,22 @@ class Template:
     render: Callable[..., str]
 
 
+class _Dynamic(dict[str, Any]):
+    """A compiled mapping with a template somewhere below it. Template-free subtrees stay plain
+    dicts and lists, which rendering returns as they are (shared, never copied or mutated)."""
+
+
+class _DynamicList(list[Any]):
+    """A compiled list with a template somewhere below it."""
+
+
+def _is_dynamic(value: Any) -> bool:
+    return type(value) is Template or type(value) is _Dynamic or type(value) is _DynamicList
+
+
 def compile_tree(value: Any, path: str = "spec") -> Any:
-    """Replace every template string in a JSON-like tree with a compiled `Template`.
+    """Replace every template string in a JSON-like tree with a compiled `Template`, and mark the
+    containers above templates, so rendering walks only those paths.
 
     Raises `RenderError` naming the path when a template does not compile.
     """
@@ -75,25 +90,30 @@ def compile_tree(value: Any, path: str = "spec") -> Any:
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"{path}: template syntax error: {exc.message}") from None
     if isinstance(value, dict):
-        return {key: compile_tree(item, f"{path}.{key}") for key, item in value.items()}
+        items = {key: compile_tree(item, f"{path}.{key}") for key, item in value.items()}
+        return _Dynamic(items) if any(_is_dynamic(item) for item in items.values()) else items
     if isinstance(value, list):
-        return [compile_tree(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        elements = [compile_tree(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return _DynamicList(elements) if any(_is_dynamic(item) for item in elements) else elements
     return value
 
 
 def has_templates(value: Any) -> bool:
-    if isinstance(value, Template):
-        return True
-    if isinstance(value, dict):
-        return any(has_templates(item) for item in value.values())
-    if isinstance(value, list):
-        return any(has_templates(item) for item in value)
-    return False
+    """Whether a compiled tree has any template (the top may be a read-only mapping view)."""
+    if isinstance(value, MappingProxyType):
+        return any(_is_dynamic(item) for item in value.values())
+    return _is_dynamic(value)
 
 
 def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render a compiled tree into a fresh JSON-like tree (template-free subtrees are copied)."""
-    if isinstance(value, Template):
+    """Render a compiled tree: templates become strings; template-free subtrees are returned as
+    they are (shared between requests: the engine never mutates what a policy provides)."""
+    kind = type(value)
+    if kind is _Dynamic or kind is MappingProxyType:
+        return {key: render_tree(item, context) for key, item in value.items()}
+    if kind is _DynamicList:
+        return [render_tree(item, context) for item in value]
+    if kind is Template:
         try:
             text = value.render(**context)
         except jinja2.UndefinedError as exc:
@@ -105,10 +125,6 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
         if len(text) > MAX_OUTPUT_CHARS:
             raise RenderError(f"template {value.source!r}: output longer than {MAX_OUTPUT_CHARS} characters")
         return text
-    if isinstance(value, Mapping):
-        return {key: render_tree(item, context) for key, item in value.items()}
-    if isinstance(value, list):
-        return [render_tree(item, context) for item in value]
     return value
 
 
