@@ -35,7 +35,7 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str) -> None:
     """Send every log (Podgraft's and uvicorn's) to stderr as JSON lines."""
     # No caller lookup (a stack walk per record) and no thread/process names: cheap on the hot path.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
