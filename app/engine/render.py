@@ -2,8 +2,16 @@
 
 Only strings *in the policy* are templates. Values that come from the pod (its name, labels,
 annotations, ...) are data handed to the template; they are never compiled, so nothing a pod
-author writes can execute. The sandbox blocks attribute access to internals (`__class__`, ...),
-mutation of the context, huge ranges, huge string repetition and oversize output.
+author writes can execute.
+
+The language is deliberately small, so that every render is bounded in time and memory:
+- `{{ expressions }}`, `{# comments #}` and `{% if %}` only: no loops, macros, `set`, includes
+  (refused when the policy is loaded, naming the statement);
+- no globals (`range`, `lipsum`, `cycler`, ...); an allowlist of filters, with `join` and
+  `replace` bounded by their output size; methods only from a small allowlist (`dict.get`,
+  `str.lower`, ...); no `%` string formatting; `*` and `**` bounded;
+- Jinja2's immutable sandbox underneath: no access to internals (`__class__`, ...), no mutation;
+- output longer than 64 KiB is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -27,10 +36,121 @@ class RenderError(ValueError):
     """A template that could not be compiled or rendered for this pod."""
 
 
+ALLOWED_NODES: tuple[type[nodes.Node], ...] = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.If,
+    nodes.Name,
+    nodes.Const,
+    nodes.Getattr,
+    nodes.Getitem,
+    nodes.Slice,
+    nodes.Filter,
+    nodes.Test,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Neg,
+    nodes.Pos,
+    nodes.CondExpr,
+    nodes.Concat,
+    nodes.Add,
+    nodes.Sub,
+    nodes.Mul,
+    nodes.Div,
+    nodes.FloorDiv,
+    nodes.Mod,
+    nodes.Pow,
+    nodes.Tuple,
+    nodes.List,
+    nodes.Dict,
+    nodes.Pair,
+    nodes.Call,
+    nodes.Keyword,
+)
+SAFE_METHODS: Mapping[type, frozenset[str]] = {
+    str: frozenset(
+        [
+            "lower",
+            "upper",
+            "strip",
+            "lstrip",
+            "rstrip",
+            "startswith",
+            "endswith",
+            "split",
+            "rsplit",
+            "title",
+            "capitalize",
+            "isdigit",
+            "isalnum",
+        ]
+    ),
+    dict: frozenset(["get", "keys", "values", "items"]),
+}
+
+
+def _bounded_join(value: Any, separator: str = "", attribute: Any = None) -> str:
+    items = [str(item) for item in value]
+    if sum(map(len, items)) + len(separator) * max(len(items) - 1, 0) > MAX_OUTPUT_CHARS:
+        raise SecurityError("join result too large")
+    return separator.join(items)
+
+
+def _bounded_replace(value: Any, old: str, new: str, count: int | None = None) -> str:
+    text = str(value)
+    hits = text.count(old) if count is None or count < 0 else min(count, text.count(old))
+    if len(text) + hits * max(len(new) - len(old), 0) > MAX_OUTPUT_CHARS:
+        raise SecurityError("replace result too large")
+    return text.replace(old, new, -1 if count is None else count)
+
+
+SAFE_FILTERS = frozenset(
+    [
+        "default",
+        "d",
+        "lower",
+        "upper",
+        "title",
+        "capitalize",
+        "trim",
+        "truncate",
+        "int",
+        "float",
+        "string",
+        "first",
+        "last",
+        "length",
+        "count",
+        "list",
+        "sort",
+        "unique",
+        "min",
+        "max",
+        "abs",
+        "round",
+        "join",
+        "replace",
+    ]
+)
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "%"])
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if not super().is_safe_attribute(obj, attr, value):
+            return False
+        return not callable(value) or attr in SAFE_METHODS.get(type(obj), frozenset())
 
     def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        if op == "%":
+            if isinstance(left, str):
+                raise SecurityError("'%' string formatting is not allowed in policy templates; use ~")
+            return operator.mod(left, right)
         if op == "**":
             if isinstance(right, int) and abs(right) > 64:
                 raise SecurityError("exponent too large")
@@ -49,6 +169,19 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 
 _ENV = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV.globals.clear()
+_ENV.filters = {name: f for name, f in _ENV.filters.items() if name in SAFE_FILTERS}
+_ENV.filters.update(join=_bounded_join, replace=_bounded_replace)
+
+
+def _check_statements(source: str) -> None:
+    """Refuse anything but expressions and `if` (loops, macros, `set`, includes...)."""
+    for node in _ENV.parse(source).find_all(nodes.Node):
+        if not isinstance(node, ALLOWED_NODES):
+            raise RenderError(
+                f"{type(node).__name__.lower()} is not allowed in policy templates "
+                "(only {{ expressions }} and {% if %})"
+            )
 
 
 def _is_template(text: str) -> bool:
@@ -86,9 +219,12 @@ def compile_tree(value: Any, path: str = "spec") -> Any:
         if not _is_template(value):
             return value
         try:
+            _check_statements(value)
             return Template(source=value, render=_ENV.from_string(value).render)
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"{path}: template syntax error: {exc.message}") from None
+        except RenderError as exc:
+            raise RenderError(f"{path}: {exc}") from None
     if isinstance(value, dict):
         items = {key: compile_tree(item, f"{path}.{key}") for key, item in value.items()}
         return _Dynamic(items) if any(_is_dynamic(item) for item in items.values()) else items
