@@ -141,6 +141,10 @@ SAFE_FILTERS = frozenset(
 class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**", "%"])
 
+    def wrap_str_format(self, value: Any) -> None:
+        """`str.format` and `format_map` are not offered at all (a width spec allocates at will)."""
+        return None
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if not super().is_safe_attribute(obj, attr, value):
             return False
