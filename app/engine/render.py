@@ -143,7 +143,6 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     def wrap_str_format(self, value: Any) -> None:
         """`str.format` and `format_map` are not offered at all (a width spec allocates at will)."""
-        return None
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if not super().is_safe_attribute(obj, attr, value):
