@@ -43,6 +43,7 @@ class SlowClientGuard(HttpToolsProtocol):
 
     header_timeout = 10.0
     _header_timer: asyncio.TimerHandle | None = None
+    _close_after_first_request = False
 
     def _arm(self) -> None:
         self._disarm()
@@ -71,6 +72,18 @@ class SlowClientGuard(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        if self._close_after_first_request and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def shutdown(self) -> None:
+        """Graceful shutdown. uvicorn closes a connection with no request in progress at once; one whose
+        first request has not arrived yet keeps until the header timeout, is answered, then closed (as
+        Go's `http.Server.Shutdown` treats new connections): its client may already have sent a POST
+        that it will not retry, because a fresh connection gives no sign it was never read."""
+        if self.cycle is None and not self.transport.is_closing():
+            self._close_after_first_request = True
+            return
+        super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
