@@ -9,6 +9,7 @@ generous functional deadlines.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import signal
 import ssl
@@ -24,6 +25,7 @@ import pytest
 from .faults_support import (
     OVERLOADED,
     Load,
+    RawResponse,
     injecting_review,
     issue_serving,
     not_after,
@@ -154,16 +156,26 @@ def test_sigterm_under_load_drains_and_fails_no_request(tmp_path: Path) -> None:
                 probes.append(answer[0])
                 time.sleep(0.1)
 
-            # A request still on the wire when the listener closes: headers and half the body now,
-            # the rest once new connections are refused. Graceful shutdown must complete it.
+            # Connections opened before the listener closes: one with a request on the wire (headers
+            # and half the body), one whose first request is not sent yet (the client cannot know the
+            # server is stopping). Once new connections are refused, both send the rest: graceful
+            # shutdown must answer both.
             body = padded_review(64 * 1024, uid="in-flight")
-            with tls_socket(server) as inflight:
+            with tls_socket(server) as inflight, tls_socket(server) as new:
                 inflight.sendall(request_head(content_length=len(body)) + body[: len(body) // 2])
                 refused_after = within(DRAIN + 2.0, lambda: port_refuses(server.port))
-                assert refused_after is not None, "the listener never closed"
+                assert refused_after is not None, (
+                    f"the listener never closed (exit code {process.poll()}):\n{server.log_text()[-3000:]}"
+                )
                 listener_closed_at = time.monotonic()
                 inflight.sendall(body[len(body) // 2 :])
                 late = read_response(inflight)
+                first = padded_review(1024, uid="first-request")
+                new.sendall(request_head(content_length=len(first)) + first)
+                try:
+                    first_late: RawResponse | str = read_response(new)
+                except (OSError, http.client.HTTPException) as exc:
+                    first_late = repr(exc)
 
             returncode = process.wait(timeout=DRAIN + GRACE + 5)
             exited_at = time.monotonic()
@@ -179,13 +191,18 @@ def test_sigterm_under_load_drains_and_fails_no_request(tmp_path: Path) -> None:
         readyz_probes_during_drain=Counter(probes),
         answered_during_drain=sum(o.kind == "ok" for o in during_drain),
         late_request=late.status,
+        first_request_after_close=getattr(first_late, "status", first_late),
         outcome=tally.summary(),
     )
-    assert tally.failures == [], tally.failures[:5]
+    assert tally.failures == [], [(round(o.started - sigterm_at, 3), o.detail) for o in tally.failures[:5]]
     assert set(probes) == {503}
     assert late.status == 200, late.body[:200]
     assert late.json()["response"]["uid"] == "in-flight"
     assert late.headers.get("connection") == "close"
+    assert isinstance(first_late, RawResponse), f"a new connection's first request was dropped: {first_late}"
+    assert first_late.status == 200
+    assert first_late.json()["response"]["uid"] == "first-request"
+    assert first_late.headers.get("connection") == "close"
 
     # Served through the whole drain window, by every kind of client, and asked them to go away.
     assert listener_closed_at - sigterm_at >= DRAIN
