@@ -24,16 +24,30 @@ if [[ -x "${cache}/kube-apiserver" && -x "${cache}/etcd" ]]; then
 fi
 
 mkdir -p "${cache}"
+# Concurrent callers (pytest-xdist workers, parallel CI jobs) build once: the others wait, then reuse.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${cache}.lock"
+  flock 9
+  if [[ -x "${cache}/kube-apiserver" && -x "${cache}/etcd" ]]; then
+    echo "${cache}"
+    exit 0
+  fi
+fi
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 start=$(date +%s)
 minor="$(echo "${k8s_version}" | cut -d. -f2)"
 pkg=k8s.io/component-base/version
 version_flags="-X ${pkg}.gitVersion=${k8s_version} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
 
-(cd "${here}/etcd" && go build -trimpath -ldflags='-s -w' -o "${cache}/etcd.tmp" go.etcd.io/etcd/server/v3) >&2
+etcd_tmp="$(mktemp "${cache}/etcd.XXXXXX")"
+apiserver_tmp="$(mktemp "${cache}/kube-apiserver.XXXXXX")"
+trap 'rm -f "${etcd_tmp}" "${apiserver_tmp}"' EXIT
+(cd "${here}/etcd" && go build -trimpath -ldflags='-s -w' -o "${etcd_tmp}" go.etcd.io/etcd/server/v3) >&2
 (cd "${here}/kube-apiserver" && go build -trimpath \
-  -ldflags="-s -w ${version_flags}" -o "${cache}/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver) >&2
-mv "${cache}/etcd.tmp" "${cache}/etcd"
-mv "${cache}/kube-apiserver.tmp" "${cache}/kube-apiserver"
+  -ldflags="-s -w ${version_flags}" -o "${apiserver_tmp}" k8s.io/kubernetes/cmd/kube-apiserver) >&2
+chmod 0755 "${etcd_tmp}" "${apiserver_tmp}"
+mv "${etcd_tmp}" "${cache}/etcd"
+mv "${apiserver_tmp}" "${cache}/kube-apiserver"
+trap - EXIT
 echo "built kube-apiserver ${k8s_version} and etcd ${etcd_version} in $(( $(date +%s) - start ))s" >&2
 echo "${cache}"
