@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from .conftest import E2E
@@ -24,8 +26,8 @@ pytestmark = pytest.mark.e2e
 SHIP = "logging.example.com/ship"
 
 
-def _mounts(item: dict[str, object]) -> dict[str, str]:
-    return {m["name"]: m["mountPath"] for m in item.get("volumeMounts") or []}  # type: ignore[attr-defined]
+def _mounts(item: dict[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in item.get("volumeMounts") or []}
 
 
 # --- 1. namespace opt-in ----------------------------------------------------------------------------
