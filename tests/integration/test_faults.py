@@ -150,7 +150,7 @@ def test_sigterm_under_load_drains_and_fails_no_request(tmp_path: Path) -> None:
             assert detail["draining"] is True
             assert detail["ready"] is False
             probes: list[int] = []
-            while time.monotonic() < sigterm_at + DRAIN - 0.8:
+            while time.monotonic() < sigterm_at + DRAIN - 1.2:
                 answer = _readyz_or_none(server)
                 assert answer is not None, "the listener closed before the drain window was over"
                 probes.append(answer[0])
@@ -285,7 +285,8 @@ def test_overload_gets_fast_503s_and_the_server_recovers(tmp_path: Path) -> None
                 assert time.monotonic() < held_at + SLOW_TIMEOUT / 2, probe
                 time.sleep(0.05)
                 probe = _burst(server, [("probe", json_bytes(injecting_review("probe")))])
-            small = [(f"small-{i}", json_bytes(injecting_review(f"small-{i}"))) for i in range(4)]
+            # 2 held + 3 = 5 connections: under uvicorn's own limit of 8, so every answer is Podgraft's.
+            small = [(f"small-{i}", json_bytes(injecting_review(f"small-{i}"))) for i in range(3)]
             while_held = _burst(server, small)
             answered_while_held = time.monotonic()
             held = [read_response(holder) for holder in holders]
