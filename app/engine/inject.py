@@ -20,6 +20,7 @@ from typing import Any
 
 from app.engine.mutate import mutate_ephemeral, mutate_pod
 from app.engine.patch import create_patch, without_managed_fields
+from app.engine.podsecurity import enforced_level, injection_warnings
 from app.engine.policyset import CompiledPolicy, PolicySet
 from app.engine.render import RenderError, pod_context, render_tree
 from app.engine.select import Decision, EngineConfig, Selection, select_policies
@@ -117,6 +118,11 @@ def inject_pod(
         previous_containers=selection.injected_containers,
     )
     all_warnings += outcome.warnings
+    level = enforced_level(namespace_labels)
+    if level is not None:
+        all_warnings += injection_warnings(
+            level=level, namespace=namespace, pod_spec=mutated["spec"], injected=outcome.items
+        )
     if outcome.denial is not None:
         return InjectionResult(warnings=tuple(all_warnings), denial=outcome.denial, decisions=decisions)
     return InjectionResult(

@@ -34,6 +34,7 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     denial: str | None = None
     injected: list[CompiledPolicy] = field(default_factory=list)
+    items: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (policy, kind, item)
 
 
 def _list(value: object) -> list[Any]:
@@ -154,6 +155,7 @@ class _PodEditor:
             if long_running and not self.check_ports(policy, container):
                 continue
             self._insert(container, where)
+            self.outcome.items.append((policy.name, "container", container))
 
     def _insert(self, container: dict[str, Any], where: str) -> None:
         self.changes += 1
@@ -182,6 +184,7 @@ class _PodEditor:
             current = existing.get(volume["name"])
             if current is None:
                 added.append(volume)
+                self.outcome.items.append((policy.name, "volume", volume))
             elif current != volume:
                 self.warn(
                     policy, f"the pod already has a different volume named {volume['name']!r}; kept the pod's"
