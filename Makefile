@@ -50,8 +50,11 @@ chart: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
+# Benchmarks (not part of `make test`): installs wrk (Debian) and builds the pinned vegeta.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	hack/vegeta/build.sh >/dev/null
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
