@@ -88,13 +88,14 @@ class E2E:
     bundle: Bundle
     workdir: Path
     webhook_name: str
+    podgraft_kubeconfig: Path
     policy_namespace: str = POLICY_NAMESPACE
 
     def opted_in(self, prefix: str = "on", **labels: str) -> str:
         return self.kube.namespace(prefix, {INJECTION_LABEL: "enabled", **labels})
 
 
-def _example_policies() -> dict[str, str]:
+def example_policies() -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted((REPO / "examples" / "policies").glob("*.yaml"))}
 
 
@@ -120,13 +121,14 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         for namespace in (PODGRAFT_NAMESPACE, POLICY_NAMESPACE):
             kube.core.create_namespace({"metadata": {"name": namespace}})
         kube.create_objects(chart.rbac)
-        kube.put_configmap(PODGRAFT_NAMESPACE, "podgraft-examples", _example_policies())
+        kube.put_configmap(PODGRAFT_NAMESPACE, "podgraft-examples", example_policies())
         kube.put_configmap(PODGRAFT_NAMESPACE, "e2e-policies", E2E_POLICIES)
 
         podgraft_started = time.monotonic()
+        podgraft_kubeconfig = plane.kubeconfig_for(chart.user(), token, "podgraft.kubeconfig")
         podgraft = Podgraft.start(
             workdir=workdir,
-            kubeconfig=plane.kubeconfig_for(chart.user(), token, "podgraft.kubeconfig"),
+            kubeconfig=podgraft_kubeconfig,
             certs=workdir / "podgraft-certs",
             namespace=PODGRAFT_NAMESPACE,
             policy_namespaces=[PODGRAFT_NAMESPACE, POLICY_NAMESPACE],
@@ -136,7 +138,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
 
         webhook = with_url(chart.webhook, podgraft.url)
         kube.put_webhook(webhook)
-        env = E2E(kube, podgraft, plane, chart, bundle, workdir, webhook["metadata"]["name"])
+        env = E2E(
+            kube, podgraft, plane, chart, bundle, workdir, webhook["metadata"]["name"], podgraft_kubeconfig
+        )
         warmup = env.opted_in("warmup")
 
         def first_injection() -> None:

@@ -287,6 +287,8 @@ class Podgraft:
         certs: Path,
         namespace: str,
         policy_namespaces: Sequence[str],
+        wait: bool = True,
+        name: str = "podgraft",
     ) -> Podgraft:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PODGRAFT_")}
@@ -310,8 +312,11 @@ class Podgraft:
             "--log-level=info",
         ]
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        process = Managed.spawn("podgraft", argv, log_path=workdir / "logs" / "podgraft.log", env=env)
+        process = Managed.spawn(name, argv, log_path=workdir / "logs" / f"{name}.log", env=env)
         server = cls(process, port, certs / "ca.crt")
+        if not wait:
+            wait_for(server.answers, timeout=60, what=f"{name} /healthz", process=process)
+            return server
         try:
             wait_for(server.ready, timeout=60, what="podgraft /readyz", process=process)
         except BaseException:
@@ -321,6 +326,9 @@ class Podgraft:
 
     def get(self, path: str) -> tuple[int, bytes]:
         return https_get(self.port, path, ca_file=self.ca_file)
+
+    def answers(self) -> bool:
+        return self.get("/healthz")[0] == 200
 
     def ready(self) -> bool:
         return self.get("/readyz")[0] == 200

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import E2E
-from .harness import INJECT, container, env_of, eventually, injected, pod
+from .conftest import E2E, E2E_POLICIES, example_policies
+from .harness import INJECT, PODGRAFT_NAMESPACE, Podgraft, container, env_of, eventually, injected, pod
 
 pytestmark = pytest.mark.e2e
 
@@ -98,6 +98,38 @@ def test_removing_the_policy_label_unloads_the_configmap(e2e: E2E) -> None:
     eventually(
         lambda: _check(_edition(e2e, ns, "labelled") is None), what="the unlabelled ConfigMap is unloaded"
     )
+
+
+def test_readyz_waits_for_the_first_full_sync_of_every_watched_namespace(e2e: E2E) -> None:
+    """A second server also watches a namespace where the chart's RBAC grants it nothing yet: it
+    stays unready (403 on the list, retried with backoff) until a Role lets it list, then syncs."""
+    kube = e2e.kube
+    locked = kube.namespace("locked")
+    kube.put_configmap(locked, "late", {"late.yaml": _policy("late", "z1")})
+    second = Podgraft.start(
+        workdir=e2e.workdir,
+        kubeconfig=e2e.podgraft_kubeconfig,
+        certs=e2e.workdir / "podgraft-certs",
+        namespace=PODGRAFT_NAMESPACE,
+        policy_namespaces=[PODGRAFT_NAMESPACE, locked],
+        wait=False,
+        name="podgraft-second",
+    )
+    try:
+        eventually(lambda: _check("HTTP 403" in second.process.tail(400)), what="the list is forbidden")
+        readiness = second.readiness()
+        assert readiness["ready"] is False
+        assert readiness["policiesSynced"] is False
+        assert not second.ready()
+
+        for doc in e2e.chart.rbac:  # what `policies.watchNamespaces: [locked]` would have rendered
+            if doc["kind"] in ("Role", "RoleBinding") and doc["metadata"]["namespace"] == PODGRAFT_NAMESPACE:
+                kube.create_objects([{**doc, "metadata": {**doc["metadata"], "namespace": locked}}])
+        eventually(lambda: _check(second.ready()), timeout=30, what="the second server syncs and is ready")
+        # every policy of Podgraft's own namespace, and the one ConfigMap of the unlocked namespace
+        assert second.readiness()["policies"] == len(example_policies()) + len(E2E_POLICIES) + 1
+    finally:
+        second.stop()
 
 
 def _check(condition: bool) -> None:
