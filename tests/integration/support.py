@@ -166,8 +166,11 @@ class Server:
         ]
         log = self.log_file.open("ab")
         try:
+            # setpriv --pdeathsig: the server dies with the test process even if that is SIGKILLed.
+            setpriv = shutil.which("setpriv")
+            prefix = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
             self.process = subprocess.Popen(
-                args,
+                [*prefix, *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
