@@ -83,6 +83,26 @@ def _replace_decisions(selection: Selection, failed: list[Decision]) -> tuple[De
     return tuple(by_name.get(d.policy, d) for d in selection.decisions)
 
 
+def _select(
+    pod: Mapping[str, Any],
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    policies: PolicySet,
+    config: EngineConfig,
+    **options: bool,
+) -> tuple[dict[str, Any], Selection]:
+    original = without_managed_fields(pod)
+    selection = select_policies(
+        original,
+        namespace=namespace,
+        namespace_labels=namespace_labels,
+        policies=policies,
+        config=config,
+        **options,
+    )
+    return original, selection
+
+
 def inject_pod(
     pod: Mapping[str, Any],
     *,
@@ -93,15 +113,7 @@ def inject_pod(
     explain: bool = False,
 ) -> InjectionResult:
     """Decide, render, mutate and diff one pod on CREATE (see the module docstring)."""
-    original = without_managed_fields(pod)
-    selection = select_policies(
-        original,
-        namespace=namespace,
-        namespace_labels=namespace_labels,
-        policies=policies,
-        config=config,
-        explain=explain,
-    )
+    original, selection = _select(pod, namespace, namespace_labels, policies, config, explain=explain)
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
     rendered, warnings, denial, failed = _render_all(original, namespace, selection.policies)
@@ -143,16 +155,9 @@ def graft_ephemeral(
     policies: PolicySet,
     config: EngineConfig,
 ) -> InjectionResult:
-    """Apply the `ephemeral` rules of the policies that select this pod to its new ephemeral containers."""
-    original = without_managed_fields(pod)
-    selection = select_policies(
-        original,
-        namespace=namespace,
-        namespace_labels=namespace_labels,
-        policies=policies,
-        config=config,
-        ignore_status=True,
-    )
+    """Apply the `ephemeral` rules of the policies that select this pod to its new ephemeral containers.
+    Already-injected policies count too: debug rules apply for the pod's whole life."""
+    original, selection = _select(pod, namespace, namespace_labels, policies, config, ignore_status=True)
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
     with_rules = tuple(p for p in selection.policies if not p.model.spec.ephemeral.is_empty())
