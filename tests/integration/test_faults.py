@@ -320,8 +320,10 @@ def test_overload_gets_fast_503s_and_the_server_recovers(tmp_path: Path) -> None
         - metrics["podgraft_overload_rejections_total"],
     )
     assert rejected_while_held >= len(small) + 1
+    # Every answer is a 200 or a fast 503: Podgraft's (AdmissionReview-shaped, counted) or uvicorn's
+    # connection backstop (plain text, not counted; when all handshakes land before the first request
+    # is parsed, every request of the burst may get it - see the xfail test below).
     assert set(classes) <= {"200", "podgraft-503", "uvicorn-503"}, classes
-    assert classes["200"] >= 1
     assert (
         after["podgraft_overload_rejections_total"] - metrics["podgraft_overload_rejections_total"]
         == (classes["podgraft-503"])
@@ -330,6 +332,23 @@ def test_overload_gets_fast_503s_and_the_server_recovers(tmp_path: Path) -> None
     assert healthy == ["200"]
     assert status == 200
     assert alive
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: uvicorn's limit_concurrency (4 x PODGRAFT_MAX_CONCURRENCY) counts open connections, idle "
+    "ones included; with that many open, every request gets uvicorn's plain-text 503 (not an "
+    "AdmissionReview, not in podgraft_overload_rejections_total) although nothing is in flight",
+)
+def test_idle_connections_are_not_load(tmp_path: Path) -> None:
+    """The apiserver keeps idle keep-alive connections to a webhook; they must not refuse requests."""
+    with podgraft(tmp_path, PODGRAFT_MAX_CONCURRENCY=str(LIMIT)) as server, contextlib.ExitStack() as stack:
+        for _ in range(4 * LIMIT):
+            stack.enter_context(tls_socket(server))
+        time.sleep(0.3)  # the server has finished every handshake
+        answer = _burst(server, [("idle", json_bytes(injecting_review("idle")))])
+        assert answer == ["200"]
 
 
 # --- huge, truncated and trickled requests ----------------------------------------------------------
