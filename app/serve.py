@@ -135,7 +135,9 @@ def _config(settings: Settings, app: object) -> uvicorn.Config:
         http=guarded_protocol(settings.request_timeout_seconds),
         timeout_keep_alive=30,
         timeout_graceful_shutdown=max(1, int(settings.request_timeout_seconds)),
-        limit_concurrency=settings.max_concurrency * 4,
+        # Open connections (idle keep-alive ones included): a cap against descriptor exhaustion, far
+        # above the in-flight limit (`max_concurrency`), which the handler enforces with a fast 503.
+        limit_concurrency=settings.max_connections,
         server_header=False,
         date_header=False,
     )

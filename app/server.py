@@ -80,7 +80,9 @@ class Metrics:
             "podgraft_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate", registry=r
         )
         self.cert_reload_errors = Counter(
-            "podgraft_certificate_reload_errors_total", "Rotated certificates that were rejected", registry=r
+            "podgraft_certificate_reload_errors_total",
+            "Reload checks that found a broken certificate pair on disk (counts every check until fixed)",
+            registry=r,
         )
         self.internal_errors = Counter("podgraft_internal_errors_total", "Unexpected exceptions", registry=r)
         self.overload = Counter("podgraft_overload_rejections_total", "Requests refused with 503", registry=r)

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     cert_reload_interval_seconds: float = Field(default=2.0, gt=0, le=60)
     cert_expiry_margin_seconds: int = Field(default=24 * 3600, ge=0)  # /readyz fails this long before expiry
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
-    max_concurrency: int = Field(default=64, ge=1)  # requests over this get a fast 503
+    max_concurrency: int = Field(default=64, ge=1)  # requests in flight over this get a fast 503
+    max_connections: int = Field(default=1024, ge=16)  # open connections past this are refused (503)
     request_timeout_seconds: float = Field(default=8.0, gt=0)  # slow clients are cut off after this
     drain_seconds: float = Field(default=5.0, ge=0)  # on SIGTERM: not-ready, keep serving this long
     log_level: Literal["debug", "info", "warning", "error"] = "info"

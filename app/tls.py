@@ -81,9 +81,11 @@ class CertificateReloader:
         try:
             cert_pem = self.cert_file.read_bytes()
             key_pem = self.key_file.read_bytes()
+            client_ca = self.client_ca.read_bytes() if self.client_ca is not None else b""
         except OSError as exc:
             return self._fail(f"cannot read certificate files: {exc}")
-        fingerprint = hashlib.sha256(cert_pem + b"\0" + key_pem).hexdigest()
+        # The client CA is part of the identity: rotating it alone takes effect too.
+        fingerprint = hashlib.sha256(cert_pem + b"\0" + key_pem + b"\0" + client_ca).hexdigest()
         if self.state is not None and fingerprint == self.state.fingerprint:
             self.last_error = None  # the live pair is back on disk (e.g. a broken rotation rolled back)
             return False
