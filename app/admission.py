@@ -10,7 +10,9 @@ Two error channels (as in kopf and controller-runtime):
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -309,3 +311,54 @@ def _namespace(request: AdmissionRequest) -> str:
     metadata = (request.object or {}).get("metadata") or {}
     value = metadata.get("namespace") if isinstance(metadata, dict) else None
     return value if isinstance(value, str) and value else "default"
+
+
+class DecisionCache:
+    """Recent Pod CREATE decisions, keyed by everything the engine reads.
+
+    The pods of one ReplicaSet reach the webhook byte-identical (no name yet, the same
+    `generateName`, labels, owner and spec), so a scale-up of N replicas is decided once and
+    answered N times. The key is a hash of the pod object, the namespace and the namespace's
+    labels; an entry is only used with the very `PolicySet` it was computed with, so a policy
+    change invalidates everything at once. Least recently used entries are dropped past `size`.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.hits = 0
+        self._entries: OrderedDict[bytes, tuple[PolicySet, Decision]] = OrderedDict()
+
+    def _key(self, request: AdmissionRequest, namespace_labels: Mapping[str, str] | None) -> bytes:
+        digest = hashlib.blake2b(orjson.dumps(request.object), digest_size=20)
+        digest.update(b"\0" + _namespace(request).encode())
+        if namespace_labels is not None:
+            digest.update(b"\0" + orjson.dumps(sorted(namespace_labels.items())))
+        return digest.digest()
+
+    def decide(
+        self,
+        request: AdmissionRequest,
+        *,
+        policies: PolicySet,
+        config: EngineConfig,
+        namespace_labels: Mapping[str, str] | None,
+    ) -> Decision:
+        """`decide()`, answered from the cache when the same pod was decided with the same policies."""
+        if self.size <= 0 or request.operation != "CREATE" or request.sub_resource or not request.is_pod():
+            return decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
+        try:
+            key = self._key(request, namespace_labels)
+        except (TypeError, orjson.JSONEncodeError):  # not re-serialisable (huge ints...): no caching
+            return decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is policies:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            cached = entry[1]
+            return Decision({**cached.response, "uid": request.uid}, cached.outcome, cached.result)
+        decision = decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
+        self._entries[key] = (policies, decision)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return decision

@@ -17,7 +17,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import logs
 from app.policy.sources import DirectorySource, NamespaceLookup, PolicySource
-from app.server import Runtime, create_app
+from app.server import Runtime, asgi_entry, create_app
 from app.settings import Settings
 from app.tls import CertificateReloader
 
@@ -154,7 +154,7 @@ def _run_worker(settings: Settings, sockets: list[socket.socket] | None = None) 
         return 1
     sources, namespaces, settings = build_sources(settings)
     app = create_app(settings, sources=sources, namespaces=namespaces, certs=certs)
-    config = _config(settings, app)
+    config = _config(settings, asgi_entry(app))
     config.load()
     config.ssl = certs.context  # our context, so rotated certificates are picked up without a restart
     log.info(

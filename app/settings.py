@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(default=5.0, ge=0)  # on SIGTERM: not-ready, keep serving this long
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(default=1, ge=1, le=64)  # server processes sharing the port
+    decision_cache_size: int = Field(default=256, ge=0)  # identical pods (replicas) decided once; 0: off
     internal_error: Literal["admit", "deny"] = "admit"  # answer to a Podgraft bug: admit uninjected, or deny
 
     # --- policies
