@@ -12,6 +12,7 @@ The load generators share the machine's cores with the servers: figures are for 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -282,8 +283,15 @@ def floor(certs: Path) -> contextlib.AbstractContextManager[Target]:
 
 
 def wrk(
-    target: Target, body: Path, *, seconds: int, connections: int, new_connections: bool
+    target: Target,
+    body: Path,
+    *,
+    seconds: int,
+    connections: int,
+    new_connections: bool,
+    distinct: bool = False,
 ) -> dict[str, Any]:
+    """Saturation run; `distinct`: every request a different pod (no decision-cache hits)."""
     command = [
         "wrk",
         "-t1",
@@ -295,13 +303,9 @@ def wrk(
     ]
     if new_connections:
         command += ["-H", "Connection: close"]
+    env = {**os.environ, "BODY_FILE": str(body), "DISTINCT": "1" if distinct else "0"}
     out = subprocess.run(
-        [*command, target.url],
-        env={**os.environ, "BODY_FILE": str(body)},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
+        [*command, target.url], env=env, capture_output=True, text=True, check=True, timeout=seconds + 60
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -313,28 +317,34 @@ def wrk(
     }
 
 
+def distinct_targets(path: Path, body: Path, url: str, count: int) -> None:
+    """`count` vegeta JSON targets, each a different pod (see bench/post.lua), written before the run
+    so that generating them costs the measured machine nothing during it."""
+    head, _, tail = body.read_bytes().partition(b"7d9f8c6b5")
+    header = {"Content-Type": ["application/json"]}
+    with path.open("w") as out:
+        for n in range(count):
+            pod = head + b"h%08d" % n + tail
+            line = {"method": "POST", "url": url, "header": header, "body": base64.b64encode(pod).decode()}
+            out.write(json.dumps(line) + "\n")
+
+
 def vegeta(
-    tool: str, target: Target, body: Path, *, rate: int, seconds: int, workdir: Path
+    tool: str, target: Target, body: Path, *, rate: int, seconds: int, workdir: Path, distinct: bool = True
 ) -> dict[str, Any]:
-    targets = workdir / "targets.txt"
-    targets.write_text(f"POST {target.url}\nContent-Type: application/json\n@{body}\n")
+    """Constant-rate run; `distinct`: every request a different pod (no decision-cache hits)."""
     results = workdir / "results.bin"
+    attack = [tool, "attack", f"-rate={rate}/s", f"-duration={seconds}s", f"-root-certs={target.ca}"]
+    attack += ["-keepalive=true", "-timeout=10s"]
+    targets = workdir / "targets.txt"
+    if distinct:
+        distinct_targets(targets, body, target.url, rate * (seconds + 1))
+        attack += ["-format=json", f"-targets={targets}", "-lazy"]
+    else:
+        targets.write_text(f"POST {target.url}\nContent-Type: application/json\n@{body}\n")
+        attack += [f"-targets={targets}"]
     with results.open("wb") as handle:
-        subprocess.run(
-            [
-                tool,
-                "attack",
-                f"-targets={targets}",
-                f"-rate={rate}/s",
-                f"-duration={seconds}s",
-                f"-root-certs={target.ca}",
-                "-keepalive=true",
-                "-timeout=10s",
-            ],
-            stdout=handle,
-            check=True,
-            timeout=seconds + 60,
-        )
+        subprocess.run(attack, stdout=handle, check=True, timeout=seconds + 60)
     report = json.loads(
         subprocess.run(
             [tool, "report", "-type=json", str(results)], capture_output=True, text=True, check=True
@@ -423,13 +433,11 @@ def run(quick: bool) -> Results:
         ):
             with server() as target:
                 wrk(target, realistic, seconds=2, connections=8, new_connections=False)  # warm-up
+                run = {"seconds": seconds, "connections": 16}
                 results.saturation[name] = {
-                    "keepalive": wrk(
-                        target, realistic, seconds=seconds, connections=16, new_connections=False
-                    ),
-                    "new_tls_connection": wrk(
-                        target, realistic, seconds=seconds, connections=16, new_connections=True
-                    ),
+                    "keepalive": wrk(target, realistic, new_connections=False, distinct=True, **run),
+                    "new_tls_connection": wrk(target, realistic, new_connections=True, distinct=True, **run),
+                    "keepalive_replicas": wrk(target, realistic, new_connections=False, **run),
                 }
                 results.fixed_rate[name] = [
                     vegeta(tool, target, realistic, rate=r, seconds=seconds, workdir=work) for r in RATES
@@ -441,7 +449,7 @@ def run(quick: bool) -> Results:
             with podgraft(certs, work / f"policies-{count}", 1) as target:
                 wrk(target, realistic, seconds=2, connections=8, new_connections=False)
                 results.policies[str(count)] = wrk(
-                    target, realistic, seconds=seconds, connections=16, new_connections=False
+                    target, realistic, seconds=seconds, connections=16, new_connections=False, distinct=True
                 )
                 log(f"{count} policies: {results.policies[str(count)]}")
 
@@ -461,24 +469,26 @@ def log(message: str) -> None:
 
 
 def table(results: Results) -> str:
-    floor_ka = results.saturation["floor"]["keepalive"]["rps"]
-    floor_new = results.saturation["floor"]["new_tls_connection"]["rps"]
+    floor = results.saturation["floor"]
     lines = [
         f"machine: {results.machine}",
         "",
-        "Saturation, realistic pod (~10 KB, 2 policies applied), wrk -c16:",
-        "| server | keep-alive req/s | vs floor | new TLS conn req/s | vs floor | peak RSS MiB per worker |",
-        "|---|---|---|---|---|---|",
+        "Saturation, realistic pod (~8 KB, 3 containers, 2 policies applied), wrk -t1 -c16; every request a",
+        "different pod unless marked 'replicas' (identical pods, as a ReplicaSet scale-up sends them):",
+        "| server | keep-alive req/s | vs floor | new TLS conn req/s | vs floor | replicas keep-alive req/s "
+        "| vs floor | peak RSS MiB per worker |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, figures in results.saturation.items():
-        ka, new = figures["keepalive"]["rps"], figures["new_tls_connection"]["rps"]
-        lines.append(
-            f"| {name} | {ka} | {ka / floor_ka:.0%} | {new} | {new / floor_new:.0%} | "
-            f"{', '.join(str(r) for r in results.rss_mib.get(name, []))} |"
-        )
+        cells = []
+        for kind in ("keepalive", "new_tls_connection", "keepalive_replicas"):
+            rps = figures[kind]["rps"]
+            cells.append(f"{rps} | {rps / floor[kind]['rps']:.0%}")
+        rss = ", ".join(str(r) for r in results.rss_mib.get(name, []))
+        lines.append(f"| {name} | {' | '.join(cells)} | {rss} |")
     lines += [
         "",
-        "Latency at fixed rates (vegeta, keep-alive), realistic pod:",
+        "Latency at fixed rates (vegeta, keep-alive, every request a different pod):",
         "| server | rate | p50 ms | p99 ms | p99.9 ms | max ms | success |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -491,14 +501,14 @@ def table(results: Results) -> str:
     base = results.policies["1"]["rps"]
     lines += [
         "",
-        "Loaded policies (realistic pod, 1 worker, keep-alive):",
+        "Loaded policies (realistic pod, 1 worker, keep-alive, distinct pods):",
         "| policies | req/s | vs 1 policy |",
         "|---|---|---|",
     ]
     lines += [f"| {count} | {f['rps']} | {f['rps'] / base:.0%} |" for count, f in results.policies.items()]
     lines += [
         "",
-        "Pod size (1 worker, constant low rate):",
+        "Pod size (1 worker, constant low rate, distinct pods):",
         "| pod | review bytes | p50 ms | p99 ms | max ms | ms per MB (p50) |",
         "|---|---|---|---|---|---|",
     ]
