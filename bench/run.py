@@ -69,7 +69,7 @@ def make_pod(kind: str) -> dict[str, Any]:
             for n, p in (("app", 8080), ("worker", 8081), ("cache", 6379))
         ],
         "large": [_container(f"c{i:02d}", "busybox:1.36", 440, 8000 + i) for i in range(20)],
-        "limit": [_container(f"c{i:02d}", "busybox:1.36", 1300, 8000 + i) for i in range(20)],
+        "limit": [_container(f"c{i:02d}", "busybox:1.36", 1620, 8000 + i) for i in range(20)],
     }[kind]
     return {
         "apiVersion": "v1",
