@@ -33,8 +33,8 @@ def escape(token: str) -> str:
 
 
 def _same_scalar(a: Any, b: Any) -> bool:
-    # `1 == 1.0 == True` in Python; JSON tells them apart.
-    return type(a) is type(b) and a == b
+    # `1 == 1.0 == True` and `0.0 == -0.0` in Python; JSON tells them apart.
+    return type(a) is type(b) and a == b and (type(a) is not float or repr(a) == repr(b))
 
 
 def _same_item(a: Any, b: Any) -> bool:

@@ -79,3 +79,4 @@ def test_types_are_told_apart() -> None:
     assert create_patch({"a": 1}, {"a": True}) == [{"op": "replace", "path": "/a", "value": True}]
     assert create_patch({"a": 1}, {"a": 1.0}) == [{"op": "replace", "path": "/a", "value": 1.0}]
     assert create_patch({"a": [1]}, {"a": [1]}) == []
+    assert create_patch({"a": 0.0}, {"a": -0.0}) == [{"op": "replace", "path": "/a", "value": -0.0}]
