@@ -22,8 +22,9 @@ certs/tls.crt: | $(STAMP)
 
 certs: certs/tls.crt
 
+# Local development: no drain window on Ctrl-C.
 run: $(STAMP) certs/tls.crt
-	$(BIN)/podgraft serve --host $(HOST) --port $(PORT) --policies examples/policies \
+	PODGRAFT_DRAIN_SECONDS=0 $(BIN)/podgraft serve --host $(HOST) --port $(PORT) --policies examples/policies \
 		--tls-cert certs/tls.crt --tls-key certs/tls.key
 
 lint: $(STAMP)
