@@ -11,6 +11,7 @@ import socket
 import ssl
 import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -115,6 +116,24 @@ class DrainingServer(uvicorn.Server):
             log.info("draining before shutdown", extra={"signal": self._signal.name, "drain_seconds": drain})
             return
         super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup, with a TLS handshake timeout: without one asyncio keeps a connection
+        that never finishes its handshake for 60 s, whatever the request timeout says."""
+        loop = asyncio.get_running_loop()
+        create_server = loop.create_server
+        timeout = self.runtime.settings.request_timeout_seconds
+
+        async def with_handshake_timeout(*args: Any, **kwargs: Any) -> asyncio.Server:
+            if kwargs.get("ssl") is not None:
+                kwargs.setdefault("ssl_handshake_timeout", timeout)
+            return await create_server(*args, **kwargs)
+
+        loop.create_server = with_handshake_timeout  # type: ignore[method-assign]
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            del loop.create_server
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_until is not None and not self.should_exit and time.monotonic() >= self._drain_until:

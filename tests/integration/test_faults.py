@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -558,3 +559,13 @@ def test_broken_certificates_keep_the_old_one_and_expiry_fails_readiness(tmp_pat
     records = [r for r in server.log_records() if str(r.get("msg", "")).startswith(REJECTED)]
     assert len(records) >= 2
     assert {r["level"] for r in records} == {"error"}
+
+
+@pytest.mark.timeout(30)
+def test_a_connection_that_never_starts_tls_is_closed_after_the_timeout(strict: Server) -> None:
+    """Without a handshake timeout asyncio would hold it for 60 s, whatever the request timeout says."""
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=20) as raw:
+        started = time.monotonic()
+        assert raw.recv(16) == b""  # the server closes it: end of stream
+        waited = time.monotonic() - started
+    assert CLIENT_TIMEOUT - 0.5 <= waited < CLIENT_TIMEOUT + 5, waited
