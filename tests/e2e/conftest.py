@@ -95,6 +95,12 @@ class E2E:
         return self.kube.namespace(prefix, {INJECTION_LABEL: "enabled", **labels})
 
 
+# Installed as the chart renders them from `policies.definitions` (templates/policies.yaml).
+CHART_POLICIES = {
+    "chart-defaults": {"env": [{"name": "FROM_CHART", "value": "{{ pod.namespace }}"}]},
+}
+
+
 def example_policies() -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted((REPO / "examples" / "policies").glob("*.yaml"))}
 
@@ -105,7 +111,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     workdir = tmp_path_factory.mktemp("e2e")
     bundle = generate_bundle(service_hostnames(f"pg-{PODGRAFT_NAMESPACE}", PODGRAFT_NAMESPACE), days=2)
     write_bundle(bundle, workdir / "podgraft-certs")
-    chart = render_chart(ca_bundle=bundle.ca_bundle(), watch_namespaces=[POLICY_NAMESPACE])
+    chart = render_chart(
+        ca_bundle=bundle.ca_bundle(), watch_namespaces=[POLICY_NAMESPACE], policies=CHART_POLICIES
+    )
     token = secrets.token_urlsafe(24)
     sa_namespace = chart.service_account[0]
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}"]
@@ -121,6 +129,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         for namespace in (PODGRAFT_NAMESPACE, POLICY_NAMESPACE):
             kube.core.create_namespace({"metadata": {"name": namespace}})
         kube.create_objects(chart.rbac)
+        kube.create_objects(chart.policies)  # policies shipped in the chart's values
         kube.put_configmap(PODGRAFT_NAMESPACE, "podgraft-examples", example_policies())
         kube.put_configmap(PODGRAFT_NAMESPACE, "e2e-policies", E2E_POLICIES)
 

@@ -172,6 +172,8 @@ class Kube:
                 self.rbac.create_cluster_role_binding(dict(doc))
             elif kind == "MutatingWebhookConfiguration":
                 self.put_webhook(doc)
+            elif kind == "ConfigMap":
+                self.core.create_namespaced_config_map(meta["namespace"], dict(doc))
             else:
                 raise ValueError(f"the e2e harness does not create {kind}")
 
@@ -361,13 +363,17 @@ class ChartObjects:
     webhook: dict[str, Any]
     rbac: list[dict[str, Any]]
     service_account: tuple[str, str] = ("", "")  # (namespace, name) the RBAC binds
+    policies: list[dict[str, Any]] = field(default_factory=list)  # ConfigMaps from policies.definitions
 
     def user(self) -> str:
         return f"system:serviceaccount:{self.service_account[0]}:{self.service_account[1]}"
 
 
-def render_chart(*, ca_bundle: str, watch_namespaces: Sequence[str]) -> ChartObjects:
-    """`helm template` the chart's webhook configuration and RBAC (tls.mode=secret, our CA)."""
+def render_chart(
+    *, ca_bundle: str, watch_namespaces: Sequence[str], policies: Mapping[str, Any] | None = None
+) -> ChartObjects:
+    """`helm template` the chart's webhook configuration, RBAC and policy ConfigMaps (from
+    `policies.definitions`), with tls.mode=secret and our CA."""
     argv = [
         str(helm_binary()),
         "template",
@@ -378,8 +384,10 @@ def render_chart(*, ca_bundle: str, watch_namespaces: Sequence[str]) -> ChartObj
         "--set=tls.secret.name=podgraft-e2e-tls",
         f"--set=tls.secret.caBundle={ca_bundle}",
         f"--set-json=policies.watchNamespaces={json.dumps(list(watch_namespaces))}",
+        f"--set-json=policies.definitions={json.dumps(dict(policies or {}))}",
         "--show-only=templates/webhook.yaml",
         "--show-only=templates/rbac.yaml",
+        *(["--show-only=templates/policies.yaml"] if policies else []),
     ]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -390,7 +398,8 @@ def render_chart(*, ca_bundle: str, watch_namespaces: Sequence[str]) -> ChartObj
     assert len(webhooks) == 1, f"expected one MutatingWebhookConfiguration, got {len(webhooks)}"
     binding = next(d for d in rbac if d["kind"] == "ClusterRoleBinding")
     subject = binding["subjects"][0]
-    return ChartObjects(webhooks[0], rbac, (subject["namespace"], subject["name"]))
+    configmaps = [d for d in documents if d["kind"] == "ConfigMap"]
+    return ChartObjects(webhooks[0], rbac, (subject["namespace"], subject["name"]), configmaps)
 
 
 def with_url(webhook_configuration: Mapping[str, Any], url: str) -> dict[str, Any]:

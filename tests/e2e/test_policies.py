@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import E2E, E2E_POLICIES, example_policies
+from .conftest import CHART_POLICIES, E2E, E2E_POLICIES, example_policies
 from .harness import INJECT, PODGRAFT_NAMESPACE, Podgraft, container, env_of, eventually, injected, pod
 
 pytestmark = pytest.mark.e2e
@@ -126,11 +126,24 @@ def test_readyz_waits_for_the_first_full_sync_of_every_watched_namespace(e2e: E2
             if doc["kind"] in ("Role", "RoleBinding") and doc["metadata"]["namespace"] == PODGRAFT_NAMESPACE:
                 kube.create_objects([{**doc, "metadata": {**doc["metadata"], "namespace": locked}}])
         eventually(lambda: _check(second.ready()), timeout=30, what="the second server syncs and is ready")
-        # every policy of Podgraft's own namespace, and the one ConfigMap of the unlocked namespace
-        assert second.readiness()["policies"] == len(example_policies()) + len(E2E_POLICIES) + 1
+        # every policy of Podgraft's own namespace (examples, e2e, the chart's), and the one of the
+        # unlocked namespace
+        own = len(example_policies()) + len(E2E_POLICIES) + len(CHART_POLICIES)
+        assert second.readiness()["policies"] == own + 1
     finally:
         second.stop()
 
 
 def _check(condition: bool) -> None:
     assert condition
+
+
+def test_a_policy_shipped_in_the_chart_values_is_installed_and_injected(e2e: E2E) -> None:
+    (configmap,) = e2e.chart.policies
+    assert configmap["metadata"]["labels"]["podgraft.io/policy"] == "true"
+    ns = e2e.opted_in()
+    body = e2e.kube.create_pod(
+        ns, pod(name="chart", annotations={INJECT: "chart-defaults"}), dry_run=True
+    ).body
+    assert injected(body) == ["chart-defaults"]
+    assert env_of(container(body, "app"))["FROM_CHART"] == ns
