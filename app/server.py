@@ -86,6 +86,9 @@ class Metrics:
         )
         self.internal_errors = Counter("podgraft_internal_errors_total", "Unexpected exceptions", registry=r)
         self.overload = Counter("podgraft_overload_rejections_total", "Requests refused with 503", registry=r)
+        self.cache_hits = Counter(
+            "podgraft_decision_cache_hits_total", "Pod CREATEs answered from the decision cache", registry=r
+        )
 
         self._seen_errors: dict[str, str] = {}
 
@@ -216,12 +219,15 @@ class Handler:
                 scope, receive, rt.settings.max_body_bytes, rt.settings.request_timeout_seconds
             )
             parsed = admission.parse_review(body)
+            hits = rt.cache.hits
             decision = rt.cache.decide(
                 parsed,
                 policies=rt.store.current(),
                 config=rt.engine,
                 namespace_labels=self._namespace_labels(parsed),
             )
+            if rt.cache.hits > hits:
+                rt.metrics.cache_hits.inc()
             self._record(parsed, decision)
             return 200, orjson.dumps(admission.review(parsed.api_version, decision.response))
         except admission.BadReview as exc:

@@ -99,3 +99,21 @@ def test_debug_denied_names_policy_and_image(mutate: Mutate) -> None:
     assert "'debug-rules'" in message
     assert "'evil.example.com/toolbox:latest'" in message
     assert "patch" not in response
+
+
+def test_identical_pods_are_answered_from_the_decision_cache(mutate: Mutate, client: Any) -> None:
+    def hits() -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("podgraft_decision_cache_hits_total "):
+                return float(line.split()[1])
+        raise AssertionError("no podgraft_decision_cache_hits_total in /metrics")
+
+    before = hits()
+    first_pod, first = _send(mutate, "controller-pod-create.json")
+    _, second = _send(mutate, "controller-pod-create.json")
+    assert hits() >= before + 1
+    assert decode_patch(second) == decode_patch(first)
+    assert (
+        jsonpatch.apply_patch(first_pod, decode_patch(second))["spec"]["containers"][1]["name"]
+        == "content-sync"
+    )
