@@ -341,20 +341,8 @@ class MutualTLSServer(Server):
         assert self.client_key_file is not None
         return mtls_context(self.ca_file, self.client_cert_file, self.client_key_file, **versions)
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 20.0
-        with httpx.Client(verify=self.client_context(), timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"podgraft serve exited with {self.process.returncode}:\n{self.log_text()}"
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get(f"{self.base_url}/readyz").status_code == 200:
-                        return
-                time.sleep(0.05)
-        raise RuntimeError(f"podgraft serve not ready within 20s:\n{self.log_text()}")
+    def readiness_context(self) -> ssl.SSLContext:
+        return self.client_context()
 
 
 def with_client_ca(server: Server, *, client_cert_file: Path, client_key_file: Path) -> MutualTLSServer:

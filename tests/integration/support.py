@@ -181,10 +181,13 @@ class Server:
             log.close()
         self.wait_ready()
 
+    def readiness_context(self) -> ssl.SSLContext:
+        """The TLS context `wait_ready` polls /readyz with (a subclass may present a client cert)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
     def wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        with httpx.Client(verify=context, timeout=2.0) as client:
+        with httpx.Client(verify=self.readiness_context(), timeout=2.0) as client:
             while time.monotonic() < deadline:
                 assert self.process is not None
                 if self.process.poll() is not None:
