@@ -267,7 +267,8 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
+def as_mapping(value: object) -> Mapping[str, Any]:
+    """`value` if it is a mapping, else an empty one (malformed pods are read as data, never trusted)."""
     return value if isinstance(value, Mapping) else {}
 
 
@@ -275,17 +276,17 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _strings(value: object) -> dict[str, str]:
-    """Only string keys and values reach a template; anything else in a malformed pod is left out."""
-    return {k: v for k, v in _mapping(value).items() if isinstance(k, str) and isinstance(v, str)}
+def string_map(value: object) -> dict[str, str]:
+    """The string keys and values of a label/annotation map; anything else in a malformed pod is left out."""
+    return {k: v for k, v in as_mapping(value).items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def pod_context(
     *, pod: Mapping[str, Any], namespace: str, parameters: Mapping[str, Any], policy_name: str
 ) -> dict[str, Any]:
     """The values a template may use. `pod.name` falls back to the `generateName` prefix."""
-    metadata = _mapping(pod.get("metadata"))
-    spec = _mapping(pod.get("spec"))
+    metadata = as_mapping(pod.get("metadata"))
+    spec = as_mapping(pod.get("spec"))
     name = _text(metadata.get("name"))
     generate_name = _text(metadata.get("generateName"))
     return {
@@ -293,8 +294,8 @@ def pod_context(
             "name": name or generate_name.rstrip("-"),
             "generateName": generate_name,
             "namespace": namespace,
-            "labels": _strings(metadata.get("labels")),
-            "annotations": _strings(metadata.get("annotations")),
+            "labels": string_map(metadata.get("labels")),
+            "annotations": string_map(metadata.get("annotations")),
             "serviceAccount": _text(spec.get("serviceAccountName"))
             or _text(spec.get("serviceAccount"))
             or "default",

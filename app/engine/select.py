@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from app.engine.policyset import CompiledPolicy, PolicySet, selector_matches
+from app.engine.render import as_mapping, string_map
 from app.policy.model import DNS1123_LABEL, Match
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -132,12 +133,6 @@ def match_fits(match: Match | None, annotations: Mapping[str, str], labels: Mapp
     return selector_matches(match.labels, labels)
 
 
-def _string_map(value: object) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
-
-
 def _pod_skip(
     pod: Mapping[str, Any],
     *,
@@ -180,10 +175,9 @@ def select_policies(
     `ignore_status` keeps already-injected policies (used for ephemeral-container updates).
     `explain` also records a decision for every policy that was not a candidate (costs a full scan).
     """
-    raw_metadata = pod.get("metadata")
-    metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
-    annotations = _string_map(metadata.get("annotations"))
-    labels = _string_map(metadata.get("labels"))
+    metadata = as_mapping(pod.get("metadata"))
+    annotations = string_map(metadata.get("annotations"))
+    labels = string_map(metadata.get("labels"))
 
     skip = _pod_skip(
         pod, namespace=namespace, namespace_labels=namespace_labels, annotations=annotations, config=config
