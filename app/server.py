@@ -112,7 +112,6 @@ class Runtime:
     metrics: Metrics
     namespaces: NamespaceLookup | None = None
     certs: CertificateReloader | None = None
-    sources: Sequence[PolicySource] = ()
     inflight: int = 0
     draining: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -355,7 +354,6 @@ def create_app(
         namespaces=namespaces,
         certs=certs,
         cache=admission.DecisionCache(settings.decision_cache_size),
-        sources=sources,
     )
     if certs is not None and certs.state is not None:
         metrics.cert_expiry.set(certs.state.expires_at)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -18,8 +18,6 @@ from app.policy.store import PolicyStore, SourceText
 log = logging.getLogger("podgraft.policy")
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
-
-ErrorReporter = Callable[[str, str], None]  # (source key, message)
 
 
 class PolicySource(Protocol):
@@ -51,15 +49,11 @@ def read_directory(directory: Path) -> dict[str, SourceText]:
     return texts
 
 
-def load_directory(
-    store: PolicyStore, directory: Path, report: ErrorReporter | None = None
-) -> dict[str, str]:
+def load_directory(store: PolicyStore, directory: Path) -> dict[str, str]:
     """Load (or reload) the whole directory into the store; returns the errors by file."""
     errors = store.replace_all(read_directory(directory))
     for key, message in errors.items():
         log.error("policy file rejected; last good version kept", extra={"source": key, "error": message})
-        if report is not None:
-            report(key, message)
     log.info("policies loaded", extra={"policies": len(store.current()), "source": str(directory)})
     return errors
 
@@ -67,23 +61,17 @@ def load_directory(
 class DirectorySource:
     """Local mode: load a directory, then reload it whenever a file in it changes."""
 
-    def __init__(
-        self, directory: Path, *, report: ErrorReporter | None = None, force_polling: bool | None = None
-    ) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.report = report
-        self.force_polling = force_polling
 
     async def run(self, store: PolicyStore) -> None:
         from watchfiles import awatch
 
-        load_directory(store, self.directory, self.report)
+        load_directory(store, self.directory)
         while True:
             try:
-                async for _changes in awatch(
-                    self.directory, force_polling=self.force_polling, debounce=200, step=50
-                ):
-                    load_directory(store, self.directory, self.report)
+                async for _changes in awatch(self.directory, debounce=200, step=50):
+                    load_directory(store, self.directory)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a vanished directory or watcher failure must not stop the server

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 import orjson
 import yaml
@@ -77,12 +76,6 @@ def compile_source(key: str, text: str, *, max_bytes: int) -> list[CompiledPolic
     if duplicates:
         raise PolicyError(f"policy name defined twice: {', '.join(duplicates)}")
     return compiled
-
-
-@dataclass(frozen=True, slots=True)
-class SourceError:
-    key: str
-    message: str
 
 
 class PolicyStore:
