@@ -151,3 +151,15 @@ def write_bundle(bundle: Bundle, out: Path) -> None:
     _write(out / "ca.key", bundle.ca_key, 0o600)
     _write(out / "tls.key", bundle.key, 0o600)
     _write(out / "tls.crt", bundle.cert, 0o644)
+
+
+def read_ca_bundle(ca_path: Path) -> str:
+    """The base64 caBundle of a PEM file holding one or more CA certificates (checked)."""
+    data = Path(ca_path).read_bytes()
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise ValueError(f"{ca_path} holds no PEM certificate: {exc}") from None
+    if not certificates:
+        raise ValueError(f"{ca_path} holds no PEM certificate")
+    return base64.b64encode(data).decode()

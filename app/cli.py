@@ -13,9 +13,9 @@ import yaml
 
 from app.engine.inject import InjectionResult, inject_pod
 from app.engine.select import EngineConfig
-from app.policy.sources import read_directory
-from app.policy.store import PolicyStore
 from app.settings import Settings
+from app.sources.directory import read_directory
+from app.sources.store import PolicyStore
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 WORKLOAD_TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {
@@ -240,7 +240,7 @@ def cmd_certs_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_certs_patch(args: argparse.Namespace) -> int:
-    from app.cluster import patch_ca_bundle
+    from app.cluster.cabundle import patch_ca_bundle
 
     try:
         changed = patch_ca_bundle(args.webhook, Path(args.ca), kubeconfig=args.kubeconfig)

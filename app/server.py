@@ -32,12 +32,16 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import admission
+from app.admission.cache import DecisionCache
+from app.admission.decide import Verdict
+from app.admission.responses import allowed, bad_review_body, errored, review
+from app.admission.review import V1, AdmissionRequest, BadReview, parse_review
 from app.engine.policyset import PolicySet
 from app.engine.select import EngineConfig
-from app.policy.sources import NamespaceLookup, PolicySource
-from app.policy.store import PolicyStore
+from app.retry import Backoff
 from app.settings import Settings
+from app.sources import NamespaceLookup, PolicySource
+from app.sources.store import ErrorTracker, PolicyStore
 from app.tls import CertificateReloader
 
 log = logging.getLogger("podgraft.server")
@@ -90,14 +94,13 @@ class Metrics:
             "podgraft_decision_cache_hits_total", "Pod CREATEs answered from the decision cache", registry=r
         )
 
-        self._seen_errors: dict[str, str] = {}
+        self._reported = ErrorTracker()
 
     def policy_set_changed(self, policies: PolicySet, errors: Mapping[str, str]) -> None:
         self.reloads.inc()
-        fresh = [key for key, message in errors.items() if self._seen_errors.get(key) != message]
+        fresh = self._reported.fresh(errors, errors)
         if fresh:
             self.policy_errors.inc(len(fresh))
-        self._seen_errors = dict(errors)
         self.policies.set(len(policies))
         self.invalid_sources.set(len(errors))
 
@@ -115,7 +118,11 @@ class Runtime:
     inflight: int = 0
     draining: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    cache: admission.DecisionCache = field(default_factory=admission.DecisionCache)
+    cache: DecisionCache = field(default_factory=DecisionCache)
+
+    def start_draining(self) -> None:
+        """Shutting down: `/readyz` fails and responses ask clients to close their connections."""
+        self.draining = True
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -136,8 +143,8 @@ def _json(body: Mapping[str, Any], status: int = 200) -> Response:
 Reply = tuple[int, bytes]  # HTTP status, JSON body
 
 
-def _bad(error: admission.BadReview) -> Reply:
-    return error.status, orjson.dumps(admission.bad_review_body(error))
+def _bad(error: BadReview) -> Reply:
+    return error.status, orjson.dumps(bad_review_body(error))
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -152,9 +159,9 @@ async def _read_body(scope: Scope, receive: Receive, limit: int, timeout: float)
     declared = _header(scope, b"content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise admission.BadReview(f"invalid Content-Length {declared[:20]!r}")
+            raise BadReview(f"invalid Content-Length {declared[:20]!r}")
         if int(declared) > limit:
-            raise admission.BadReview(f"body of {declared} bytes is over the {limit}-byte limit", status=413)
+            raise BadReview(f"body of {declared} bytes is over the {limit}-byte limit", status=413)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -162,16 +169,16 @@ async def _read_body(scope: Scope, receive: Receive, limit: int, timeout: float)
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":  # a bad request, not a Podgraft bug
-                    raise admission.BadReview(f"client disconnected after {size} bytes of the body")
+                    raise BadReview(f"client disconnected after {size} bytes of the body")
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise admission.BadReview(f"body is over the {limit}-byte limit", status=413)
+                    raise BadReview(f"body is over the {limit}-byte limit", status=413)
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
     except TimeoutError:
-        raise admission.BadReview(f"body not received within {timeout:g}s", status=408) from None
+        raise BadReview(f"body not received within {timeout:g}s", status=408) from None
     return b"".join(chunks)
 
 
@@ -181,7 +188,7 @@ def _is_json(content_type: str) -> bool:
 
 class Handler:
     """`/mutate` as a plain ASGI app (no framework per-request machinery on the hot path): transport
-    only. The decision is `admission.decide`."""
+    only. The decision is `app.admission.decide`."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -190,7 +197,7 @@ class Handler:
         rt = self.rt
         if rt.inflight >= rt.settings.max_concurrency:
             rt.metrics.overload.inc()
-            status, body = _bad(admission.BadReview("podgraft is overloaded; retry", status=503))
+            status, body = _bad(BadReview("podgraft is overloaded; retry", status=503))
         else:
             rt.inflight += 1
             started = time.perf_counter()
@@ -207,17 +214,17 @@ class Handler:
 
     async def _handle(self, scope: Scope, receive: Receive) -> Reply:
         rt = self.rt
-        parsed: admission.AdmissionRequest | None = None
+        parsed: AdmissionRequest | None = None
         try:
             content_type = _header(scope, b"content-type")
             if not _is_json(content_type or ""):
-                raise admission.BadReview(
+                raise BadReview(
                     f"Content-Type must be application/json, got {(content_type or '(none)')[:60]!r}"
                 )
             body = await _read_body(
                 scope, receive, rt.settings.max_body_bytes, rt.settings.request_timeout_seconds
             )
-            parsed = admission.parse_review(body)
+            parsed = parse_review(body)
             hits = rt.cache.hits
             decision = rt.cache.decide(
                 parsed,
@@ -228,20 +235,20 @@ class Handler:
             if rt.cache.hits > hits:
                 rt.metrics.cache_hits.inc()
             self._record(parsed, decision)
-            return 200, orjson.dumps(admission.review(parsed.api_version, decision.response))
-        except admission.BadReview as exc:
+            return 200, orjson.dumps(review(parsed.api_version, decision.response))
+        except BadReview as exc:
             rt.metrics.requests.labels("bad_request").inc()
             log.warning("bad admission request", extra={"status": exc.status, "error": exc.message})
             return _bad(exc)
         except Exception:
             return self._internal_error(parsed)
 
-    def _namespace_labels(self, request: admission.AdmissionRequest) -> Mapping[str, str] | None:
+    def _namespace_labels(self, request: AdmissionRequest) -> Mapping[str, str] | None:
         if self.rt.namespaces is None or not request.namespace:
             return None
         return self.rt.namespaces.labels(request.namespace)
 
-    def _internal_error(self, parsed: admission.AdmissionRequest | None) -> Reply:
+    def _internal_error(self, parsed: AdmissionRequest | None) -> Reply:
         rt = self.rt
         rt.metrics.internal_errors.inc()
         rt.metrics.requests.labels("error").inc()
@@ -249,12 +256,12 @@ class Handler:
         log.exception("internal error while handling an admission request", extra={"uid": uid})
         message = f"podgraft: internal error (uid {uid}); see the webhook logs"
         if rt.settings.internal_error == "deny":
-            response = admission.errored(uid, 500, message)
+            response = errored(uid, 500, message)
         else:
-            response = admission.allowed(uid, warnings=[message + "; pod admitted without injection"])
-        return 200, orjson.dumps(admission.review(parsed.api_version if parsed else admission.V1, response))
+            response = allowed(uid, warnings=[message + "; pod admitted without injection"])
+        return 200, orjson.dumps(review(parsed.api_version if parsed else V1, response))
 
-    def _record(self, request: admission.AdmissionRequest, decision: admission.Decision) -> None:
+    def _record(self, request: AdmissionRequest, decision: Verdict) -> None:
         metrics = self.rt.metrics
         metrics.requests.labels(decision.outcome).inc()
         result = decision.result
@@ -322,6 +329,7 @@ async def _certificate_loop(rt: Runtime) -> None:
 
 
 async def _run_source(rt: Runtime, source: PolicySource) -> None:
+    backoff = Backoff(initial=2.0, cap=30.0)
     while True:
         try:
             await source.run(rt.store)
@@ -329,8 +337,9 @@ async def _run_source(rt: Runtime, source: PolicySource) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("policy source failed; restarting it in 2s")
-            await asyncio.sleep(2)
+            delay = backoff.next()
+            log.exception("policy source failed; restarting it", extra={"retry_in_seconds": round(delay, 2)})
+            await asyncio.sleep(delay)
 
 
 def create_app(
@@ -353,7 +362,7 @@ def create_app(
         metrics=metrics,
         namespaces=namespaces,
         certs=certs,
-        cache=admission.DecisionCache(settings.decision_cache_size),
+        cache=DecisionCache(settings.decision_cache_size),
     )
     if certs is not None and certs.state is not None:
         metrics.cert_expiry.set(certs.state.expires_at)

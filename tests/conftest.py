@@ -18,7 +18,7 @@ from kubernetes_validate.utils import latest_version
 from referencing import Registry
 
 from app.engine.policyset import PolicySet
-from app.policy.store import PolicyStore
+from app.sources.store import PolicyStore
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICIES = ROOT / "examples" / "policies"
@@ -79,7 +79,7 @@ def store_from_texts(texts: Mapping[str, str]) -> PolicyStore:
 
 
 def policies_from_dir(directory: Path) -> PolicySet:
-    from app.policy.sources import read_directory
+    from app.sources.directory import read_directory
 
     store = PolicyStore()
     errors = store.replace_all(read_directory(directory))

@@ -1,1 +1,1 @@
-"""Injection policies: the schema, where they come from, and the store that swaps them atomically."""
+"""The `InjectionPolicy` schema: the bottom layer, imported by the engine and everything above it."""

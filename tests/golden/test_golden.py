@@ -18,10 +18,10 @@ import yaml
 from fastapi.testclient import TestClient
 
 from app.cli import inject_documents
-from app.policy.sources import read_directory
-from app.policy.store import PolicyStore
 from app.server import create_app, engine_config
 from app.settings import Settings
+from app.sources.directory import read_directory
+from app.sources.store import PolicyStore
 from tests.conftest import apply_patch, assert_valid_pod, decode_patch, make_review
 
 HERE = Path(__file__).parent

@@ -37,8 +37,8 @@ POLICY_NAMES = st.sampled_from(["wait-for-db", "log-shipper", "mesh-proxy", "con
 
 
 def _app() -> Any:
-    from app.policy.sources import read_directory
-    from app.policy.store import PolicyStore
+    from app.sources.directory import read_directory
+    from app.sources.store import PolicyStore
 
     store = PolicyStore()
     store.replace_all(read_directory(EXAMPLE_POLICIES))

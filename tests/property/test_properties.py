@@ -16,9 +16,10 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from app.admission import decide, parse_review
+from app.admission.decide import decide
+from app.admission.review import parse_review
 from app.engine.select import EngineConfig
-from app.policy.store import PolicyStore
+from app.sources.store import PolicyStore
 from tests.conftest import apply_patch, assert_valid_pod, decode_patch, make_review
 
 NAMES = st.sampled_from(["app", "web", "proxy", "log-shipper", "helper", "init-a", "sync"])

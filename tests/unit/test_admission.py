@@ -8,24 +8,19 @@ from typing import Any
 import orjson
 import pytest
 
-from app.admission import (
-    MAX_DEPTH,
+from app.admission.decide import decide
+from app.admission.responses import (
     MAX_WARNING_CHARS,
     MAX_WARNINGS,
-    V1,
-    V1BETA1,
-    AdmissionRequest,
-    BadReview,
     allowed,
     bad_review_body,
     clean_warnings,
-    decide,
     denied,
     errored,
-    parse_review,
     patched,
     review,
 )
+from app.admission.review import MAX_DEPTH, V1, V1BETA1, AdmissionRequest, BadReview, parse_review
 from app.engine.select import EngineConfig
 from tests.conftest import apply_patch, decode_patch, make_review
 from tests.unit.builders import compiled, pod, policy_set

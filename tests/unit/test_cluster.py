@@ -1,4 +1,4 @@
-"""Unit tests of app/cluster.py's own logic, without an API server (fakes for list and watch).
+"""Unit tests of the app/cluster package's own logic, without an API server (fakes for list and watch).
 
 They live beside the e2e tier that exercises the same code against a real kube-apiserver; they carry
 no `e2e` marker and do not start the control plane.
@@ -14,31 +14,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from app.certs import generate_ca
-from app.cluster import (
-    MAX_EVENT_MESSAGE,
-    Backoff,
-    ConfigMapChanged,
-    ConfigMapsListed,
+from app.certs import generate_ca, read_ca_bundle
+from app.cluster.cabundle import ca_bundle_patch
+from app.cluster.configmaps import (
+    EVENT_REASON,
     ConfigMapSource,
     ConfigMapState,
-    ErrorTracker,
-    ListWatch,
-    NamespaceCache,
-    NamespaceLabels,
     PolicyConfigMap,
-    ca_bundle_patch,
-    cluster_sources,
-    read_ca_bundle,
-    rejection_event,
     rejection_message,
     source_key,
 )
-from app.policy.store import PolicyStore
+from app.cluster.events import MAX_EVENT_MESSAGE, warning_event
+from app.cluster.mode import cluster_sources
+from app.cluster.namespaces import NamespaceCache, NamespaceLabels
+from app.cluster.watch import Changed, Listed, ListWatch, Sink
+from app.retry import Backoff
 from app.settings import Settings
+from app.sources.store import PolicyStore
 
 GOOD = """\
 apiVersion: podgraft.io/v1alpha1
@@ -57,26 +53,6 @@ spec: {initContainerPosition: middle}
 
 def cm(name: str, data: dict[str, str], *, namespace: str = "podgraft", rv: str = "1") -> PolicyConfigMap:
     return PolicyConfigMap(namespace=namespace, name=name, uid=f"uid-{name}", resource_version=rv, data=data)
-
-
-# --- backoff ------------------------------------------------------------------------------------------
-
-
-def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
-    backoff = Backoff(initial=0.5, cap=4.0, jitter=0.2, rand=lambda: 0.0)
-    assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    backoff.reset()
-    assert backoff.next() == 0.5
-
-
-def test_backoff_jitter_only_shortens_the_delay() -> None:
-    backoff = Backoff(initial=10.0, cap=10.0, jitter=0.2, rand=lambda: 1.0)
-    assert backoff.next() == pytest.approx(8.0)
-
-
-def test_backoff_survives_many_attempts() -> None:
-    backoff = Backoff(initial=1.0, cap=30.0, rand=lambda: 0.0, attempts=10_000)
-    assert backoff.next() == 30.0
 
 
 # --- ConfigMap state ----------------------------------------------------------------------------------
@@ -148,7 +124,7 @@ def test_rejection_message_is_bounded() -> None:
 
 def test_rejection_event_is_a_warning_on_the_configmap() -> None:
     now = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    event = rejection_event(cm("policies", {}, rv="42"), "boom", now=now, instance="pod-1")
+    event = warning_event(cm("policies", {}, rv="42").ref(), EVENT_REASON, "boom", now=now, instance="pod-1")
     assert event["metadata"] == {"generateName": "policies.", "namespace": "podgraft"}
     assert event["involvedObject"] == {
         "apiVersion": "v1",
@@ -162,33 +138,28 @@ def test_rejection_event_is_a_warning_on_the_configmap() -> None:
     assert event["firstTimestamp"] == event["lastTimestamp"] == "2025-01-02T03:04:05Z"
 
 
-def test_error_tracker_reports_each_error_once_and_again_after_a_fix() -> None:
-    tracker = ErrorTracker()
-    assert tracker.fresh({"k": "bad"}, {"k": "bad"}) == {"k": "bad"}
-    assert tracker.fresh({"k": "bad"}, {"k": "bad"}) == {}
-    assert tracker.fresh({"k": "worse"}, {"k": "worse"}) == {"k": "worse"}
-    assert tracker.fresh({}, {}) == {}  # fixed
-    assert tracker.fresh({"k": "worse"}, {"k": "worse"}) == {"k": "worse"}
-
-
 # --- caBundle -------------------------------------------------------------------------------------------
 
 
-def test_ca_bundle_patch_sets_every_stale_entry_with_a_name_guard() -> None:
+def test_ca_bundle_patch_sets_every_stale_entry_behind_a_resource_version_guard() -> None:
     configuration = {
-        "metadata": {"name": "podgraft"},
+        "metadata": {"name": "podgraft", "resourceVersion": "7"},
         "webhooks": [
             {"name": "a.podgraft.io", "clientConfig": {"caBundle": "old"}},
             {"name": "b.podgraft.io", "clientConfig": {"caBundle": "new"}},
             {"name": "c.podgraft.io", "clientConfig": {"url": "https://x"}},
+            {"name": "d.podgraft.io"},
         ],
     }
-    assert ca_bundle_patch(configuration, "new") == [
-        {"op": "test", "path": "/webhooks/0/name", "value": "a.podgraft.io"},
-        {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "new"},
-        {"op": "test", "path": "/webhooks/2/name", "value": "c.podgraft.io"},
-        {"op": "add", "path": "/webhooks/2/clientConfig/caBundle", "value": "new"},
-    ]
+    ops = ca_bundle_patch(configuration, "new")
+    assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
+    patched = jsonpatch.apply_patch(configuration, ops)
+    assert [w["clientConfig"]["caBundle"] for w in patched["webhooks"]] == ["new"] * 4
+    assert [w["name"] for w in patched["webhooks"]] == [w["name"] for w in configuration["webhooks"]]
+    assert configuration["webhooks"][0]["clientConfig"]["caBundle"] == "old", "the input is not modified"
+    moved = {**configuration, "metadata": {"name": "podgraft", "resourceVersion": "8"}}
+    with pytest.raises(jsonpatch.JsonPatchTestFailed):
+        jsonpatch.apply_patch(moved, ops)
 
 
 def test_ca_bundle_patch_is_empty_when_current_and_refuses_an_empty_configuration() -> None:
@@ -248,8 +219,9 @@ def run_list_watch(api: FakeApi, *, until: int) -> tuple[list[Any], ListWatch[st
         "fake",
         lister=api.lister,
         watcher=api.watcher,
-        on_list=lambda items: record(("list", items)),
-        on_event=lambda kind, obj: record((kind, obj)),
+        sink=lambda event: record(
+            ("list", event.items) if isinstance(event, Listed) else (event.kind, event.item)
+        ),
         backoff=Backoff(initial=0.0, cap=0.0),
     )
     holder.append(watch)
@@ -307,7 +279,7 @@ def test_configmap_source_first_sync_events_and_rejections() -> None:
     posted: list[tuple[str, str]] = []
     release = threading.Event()
 
-    def factory(namespace: str, post: Any) -> ListWatch[PolicyConfigMap]:
+    def factory(namespace: str, sink: Sink[PolicyConfigMap]) -> ListWatch[PolicyConfigMap]:
         listed = [
             cm(
                 "policies",
@@ -332,14 +304,15 @@ def test_configmap_source_first_sync_events_and_rejections() -> None:
             f"configmaps {namespace}",
             lister=lambda: (listed, "1"),
             watcher=watcher,
-            on_list=lambda items: post(ConfigMapsListed(namespace, items)),
-            on_event=lambda kind, obj: post(ConfigMapChanged(kind, obj)),
+            sink=sink,
             interrupt=release.set,
         )
 
     store = PolicyStore()
     source = ConfigMapSource(
-        ["podgraft"], post_event=lambda c, message: posted.append((c.name, message)), watch_factory=factory
+        ["podgraft"],
+        post_event=lambda ref, reason, message: posted.append((f"{ref.kind} {ref.name} {reason}", message)),
+        watch_factory=factory,
     )
 
     async def scenario() -> None:
@@ -360,7 +333,7 @@ def test_configmap_source_first_sync_events_and_rejections() -> None:
     assert store.errors() == {}
     assert len(posted) == 1
     name, message = posted[0]
-    assert name == "policies"
+    assert name == "ConfigMap policies PolicyRejected"
     assert "ConfigMap podgraft/policies key 'bad.yaml' rejected" in message
     assert "spec.initContainerPosition" in message
     assert "no earlier version of it is in force" in message
@@ -375,21 +348,22 @@ def test_namespace_cache_follows_listings_and_events() -> None:
             "unused",
             lister=lambda: ([], ""),
             watcher=lambda v: iter(()),
-            on_list=cache.replace,
-            on_event=cache.update,
+            sink=cache.apply,
         )
 
     cache = NamespaceCache(watch_factory=factory)
     assert cache.labels("a") is None
     assert not cache.synced.is_set()
-    cache.replace([NamespaceLabels("a", {"podgraft.io/injection": "enabled"}), NamespaceLabels("b", {})])
+    cache.apply(
+        Listed([NamespaceLabels("a", {"podgraft.io/injection": "enabled"}), NamespaceLabels("b", {})])
+    )
     assert cache.synced.is_set()
     assert cache.labels("a") == {"podgraft.io/injection": "enabled"}
-    cache.update("MODIFIED", NamespaceLabels("b", {"team": "x"}))
-    cache.update("DELETED", NamespaceLabels("a", {}))
+    cache.apply(Changed("MODIFIED", NamespaceLabels("b", {"team": "x"})))
+    cache.apply(Changed("DELETED", NamespaceLabels("a", {})))
     assert cache.labels("b") == {"team": "x"}
     assert cache.labels("a") is None
-    cache.replace([NamespaceLabels("c", {})])
+    cache.apply(Listed([NamespaceLabels("c", {})]))
     assert cache.labels("b") is None
 
 
@@ -423,7 +397,7 @@ current-context: c
 
 def test_a_stopped_list_watch_cannot_be_restarted() -> None:
     watch: ListWatch[str] = ListWatch(
-        "once", lister=lambda: ([], "1"), watcher=lambda v: iter(()), on_list=print, on_event=print
+        "once", lister=lambda: ([], "1"), watcher=lambda v: iter(()), sink=print
     )
     watch.stop()
     with pytest.raises(RuntimeError, match="make a new one"):

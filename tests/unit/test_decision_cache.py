@@ -6,16 +6,18 @@ from typing import Any
 
 import orjson
 
-from app.admission import AdmissionRequest, DecisionCache, decide, parse_review
+from app.admission.cache import DecisionCache
+from app.admission.decide import decide
+from app.admission.review import AdmissionRequest, parse_review
 from app.engine.select import EngineConfig
-from app.policy.store import PolicyStore
+from app.sources.store import PolicyStore
 from tests.conftest import EXAMPLE_POLICIES, make_review
 
 CONFIG = EngineConfig()
 
 
 def _store() -> PolicyStore:
-    from app.policy.sources import read_directory
+    from app.sources.directory import read_directory
 
     store = PolicyStore()
     assert not store.replace_all(read_directory(EXAMPLE_POLICIES))

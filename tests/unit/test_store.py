@@ -8,7 +8,8 @@ import pytest
 
 from app.engine.policyset import PolicySet
 from app.policy.model import PolicyError
-from app.policy.store import MAX_DOCUMENTS, PolicyStore, compile_source, load_documents
+from app.sources.documents import MAX_DOCUMENTS, compile_source, load_documents
+from app.sources.store import ErrorTracker, PolicyStore
 from tests.unit.builders import policy_doc, policy_yaml
 
 
@@ -18,6 +19,11 @@ def _pol(name: str) -> str:
 
 def _names(store: PolicyStore) -> list[str]:
     return sorted(store.current().by_name)
+
+
+def _apply(store: PolicyStore, key: str, text: str | None) -> str | None:
+    """One key changed (None: removed), as a source reports it; its error, if any."""
+    return store.replace_all({key: text}, full=False).get(key)
 
 
 # --- loading one source ---------------------------------------------------------------------------
@@ -83,7 +89,7 @@ def test_bad_source_is_refused_with_a_message(text: str, words: str) -> None:
 def test_file_over_the_size_limit_is_refused_before_parsing() -> None:
     store = PolicyStore(max_bytes=1024)
     text = _pol("big") + "# " + "x" * 2000 + "\n"
-    error = store.apply("big.yaml", text)
+    error = _apply(store, "big.yaml", text)
     assert error is not None
     assert f"{len(text.encode())} bytes is over the 1024-byte limit" in error
     assert len(store.current()) == 0
@@ -124,7 +130,7 @@ def test_invalid_key_keeps_its_last_good_policies_while_other_keys_update() -> N
     assert store.current().by_name["alpha"] is before.by_name["alpha"]
     assert store.errors() == errors
     # Fixing the file clears its error.
-    assert store.apply("a.yaml", _pol("alpha2")) is None
+    assert _apply(store, "a.yaml", _pol("alpha2")) is None
     assert store.errors() == {}
     assert _names(store) == ["alpha2", "beta", "gamma"]
 
@@ -146,7 +152,7 @@ def test_duplicate_name_across_keys_first_key_wins_and_error_names_both() -> Non
 def test_a_conflict_clears_once_the_winning_key_is_removed() -> None:
     store = PolicyStore()
     store.replace_all({"a.yaml": _pol("shared"), "b.yaml": _pol("shared")})
-    store.remove("a.yaml")
+    _apply(store, "a.yaml", None)
     assert store.current().by_name["shared"].source == "b.yaml"
     assert store.errors() == {}, "b.yaml's policy is in force: its conflict error is stale"
 
@@ -154,7 +160,7 @@ def test_a_conflict_clears_once_the_winning_key_is_removed() -> None:
 def test_a_parse_error_is_not_hidden_by_a_conflict() -> None:
     store = PolicyStore()
     store.replace_all({"a.yaml": _pol("shared"), "b.yaml": _pol("shared")})
-    error = store.apply("b.yaml", "spec: [\n")
+    error = _apply(store, "b.yaml", "spec: [\n")
     assert error is not None
     assert "not valid YAML" in error
     assert "not valid YAML" in store.errors()["b.yaml"]
@@ -163,12 +169,12 @@ def test_a_parse_error_is_not_hidden_by_a_conflict() -> None:
 def test_remove_drops_the_key_and_its_error() -> None:
     store = PolicyStore()
     store.replace_all({"a.yaml": _pol("alpha"), "b.yaml": _pol("beta")})
-    store.apply("b.yaml", "spec: [\n")
-    store.remove("b.yaml")
+    _apply(store, "b.yaml", "spec: [\n")
+    _apply(store, "b.yaml", None)
     assert _names(store) == ["alpha"]
     assert store.errors() == {}
-    assert list(store.keys()) == ["a.yaml"]
-    store.remove("never-existed.yaml")  # harmless
+    assert store.current().by_name["alpha"].source == "a.yaml"
+    _apply(store, "never-existed.yaml", None)  # harmless
     assert _names(store) == ["alpha"]
 
 
@@ -180,8 +186,7 @@ def test_replace_all_full_drops_vanished_keys_and_marks_synced() -> None:
     store.replace_all({"c.yaml": _pol("gamma")})
     assert store.synced
     assert _names(store) == ["gamma"]
-    assert store.errors() == {}
-    assert list(store.keys()) == ["c.yaml"]
+    assert store.errors() == {}, "b.yaml vanished from the full listing: its error with it"
 
 
 def test_replace_all_partial_keeps_other_keys_and_none_removes() -> None:
@@ -209,11 +214,20 @@ def test_readers_keep_the_set_they_got_and_on_change_sees_every_swap() -> None:
         seen.append((sorted(policies.by_name), errors))
 
     store = PolicyStore(on_change=on_change)
-    store.apply("a.yaml", _pol("alpha"))
+    _apply(store, "a.yaml", _pol("alpha"))
     held = store.current()
-    store.apply("b.yaml", _pol("beta"))
-    store.apply("b.yaml", "spec: [\n")
+    _apply(store, "b.yaml", _pol("beta"))
+    _apply(store, "b.yaml", "spec: [\n")
     assert sorted(held.by_name) == ["alpha"]
     assert store.current() is not held
     assert [names for names, _ in seen] == [["alpha"], ["alpha", "beta"], ["alpha", "beta"]]
     assert list(seen[-1][1]) == ["b.yaml"]
+
+
+def test_error_tracker_reports_each_error_once_and_again_after_a_fix() -> None:
+    tracker = ErrorTracker()
+    assert tracker.fresh({"k": "bad"}, {"k": "bad"}) == {"k": "bad"}
+    assert tracker.fresh({"k": "bad"}, {"k": "bad"}) == {}
+    assert tracker.fresh({"k": "worse"}, {"k": "worse"}) == {"k": "worse"}
+    assert tracker.fresh({}, {}) == {}  # fixed
+    assert tracker.fresh({"k": "worse"}, {"k": "worse"}) == {"k": "worse"}

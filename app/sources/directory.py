@@ -1,35 +1,23 @@
-"""Where policies come from: a directory of YAML files (local mode) or watched ConfigMaps (cluster mode).
+"""Local mode's policy source: a directory of YAML/JSON files, reloaded when a file changes.
 
-A source feeds a `PolicyStore` and runs until cancelled. It never dies on bad input: a file or
-ConfigMap key that does not validate is reported and its last good version stays in force.
+Each file is one source key. It never dies on bad input: a file that does not validate is reported
+and its last good version stays in force; a failing watcher is retried with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 from app.policy.model import PolicyError
-from app.policy.store import PolicyStore, SourceText
+from app.retry import Backoff
+from app.sources.documents import SourceText
+from app.sources.store import PolicyStore
 
 log = logging.getLogger("podgraft.policy")
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-class PolicySource(Protocol):
-    """Anything that loads policies into a store, then keeps them current until cancelled."""
-
-    async def run(self, store: PolicyStore) -> None: ...
-
-
-class NamespaceLookup(Protocol):
-    """Labels of a namespace, or None when unknown (then the webhook configuration is trusted)."""
-
-    def labels(self, name: str) -> Mapping[str, str] | None: ...
 
 
 def read_directory(directory: Path) -> dict[str, SourceText]:
@@ -68,12 +56,17 @@ class DirectorySource:
         from watchfiles import awatch
 
         load_directory(store, self.directory)
+        backoff = Backoff(initial=1.0, cap=30.0)
         while True:
             try:
                 async for _changes in awatch(self.directory, debounce=200, step=50):
                     load_directory(store, self.directory)
+                    backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a vanished directory or watcher failure must not stop the server
-                log.exception("policy directory watch failed; retrying in 2s")
-                await asyncio.sleep(2)
+                delay = backoff.next()
+                log.exception(
+                    "policy directory watch failed; retrying", extra={"retry_in_seconds": round(delay, 2)}
+                )
+                await asyncio.sleep(delay)

@@ -1,0 +1,65 @@
+"""The decision cache: identical replica pods are decided once."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import orjson
+
+from app.admission.decide import Verdict, decide, request_namespace
+from app.admission.review import AdmissionRequest
+from app.engine.policyset import PolicySet
+from app.engine.select import EngineConfig
+
+
+class DecisionCache:
+    """Recent Pod CREATE decisions, keyed by everything the engine reads.
+
+    The pods of one ReplicaSet reach the webhook byte-identical (no name yet, the same
+    `generateName`, labels, owner and spec), so a scale-up of N replicas is decided once and
+    answered N times. The key is a hash of the pod object, the namespace and the namespace's
+    labels; an entry is only used with the very `PolicySet` it was computed with, so a policy
+    change invalidates everything at once. Least recently used entries are dropped past `size`.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.hits = 0
+        self._entries: OrderedDict[bytes, tuple[PolicySet, Verdict]] = OrderedDict()
+
+    def _key(self, request: AdmissionRequest, namespace_labels: Mapping[str, str] | None) -> bytes:
+        digest = hashlib.blake2b(orjson.dumps(request.object), digest_size=20)
+        digest.update(b"\0" + request_namespace(request).encode())
+        if namespace_labels is not None:
+            digest.update(b"\0" + orjson.dumps(sorted(namespace_labels.items())))
+        return digest.digest()
+
+    def decide(
+        self,
+        request: AdmissionRequest,
+        *,
+        policies: PolicySet,
+        config: EngineConfig,
+        namespace_labels: Mapping[str, str] | None,
+    ) -> Verdict:
+        """`decide()`, answered from the cache when the same pod was decided with the same policies."""
+        if self.size <= 0 or request.operation != "CREATE" or request.sub_resource or not request.is_pod():
+            return decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
+        try:
+            key = self._key(request, namespace_labels)
+        except (TypeError, orjson.JSONEncodeError):  # not re-serialisable (huge ints...): no caching
+            return decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is policies:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            cached = entry[1]
+            return Verdict({**cached.response, "uid": request.uid}, cached.outcome, cached.result)
+        decision = decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
+        self._entries[key] = (policies, decision)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return decision

@@ -1,0 +1,159 @@
+"""AdmissionReview requests: decoded and checked, or refused as a `BadReview` with a specific message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+V1 = "admission.k8s.io/v1"
+V1BETA1 = "admission.k8s.io/v1beta1"
+VERSIONS = (V1, V1BETA1)
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+MAX_DEPTH = 64
+
+
+class BadReview(ValueError):
+    """The webhook request itself is unusable; answered with an HTTP 4xx."""
+
+    def __init__(self, message: str, *, status: int = 400, api_version: str = V1, uid: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.api_version = api_version
+        self.uid = uid
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    api_version: str
+    uid: str
+    kind: Mapping[str, Any]
+    resource: Mapping[str, Any]
+    sub_resource: str
+    operation: Operation
+    namespace: str
+    name: str
+    object: Mapping[str, Any] | None
+    old_object: Mapping[str, Any] | None
+    dry_run: bool
+
+    def is_pod(self) -> bool:
+        return self.resource.get("group", "") == "" and self.resource.get("resource") == "pods"
+
+    def pod_label(self) -> str:
+        """The pod's name for logs: its name, or its generateName prefix while it has none."""
+        metadata = (self.object or {}).get("metadata") or {}
+        if not isinstance(metadata, dict):
+            return self.name
+        return str(metadata.get("name") or self.name or str(metadata.get("generateName") or "") + "*")
+
+
+def _depth_ok(value: object, limit: int) -> bool:
+    """Breadth-first over containers only (scalars are most of a pod and cost nothing here)."""
+    level = [value]
+    for _ in range(limit + 1):
+        below: list[object] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item if type(item) is list else ()
+            below.extend(c for c in children if type(c) is dict or type(c) is list)
+        if not below:
+            return True
+        level = below
+    return False
+
+
+def _shallow_enough(request: Mapping[str, Any]) -> bool:
+    """Nesting limit on the envelope and on the objects' metadata (the parts the engine walks).
+
+    Specs are not walked here (a full walk costs as much as the rest of a request): nothing in the
+    engine recurses through a spec, and the JSON parser refuses nesting beyond 1024 levels.
+    """
+    envelope = {k: v for k, v in request.items() if k not in ("object", "oldObject")}
+    parts: list[object] = [envelope]
+    for key in ("object", "oldObject"):
+        obj = request.get(key)
+        if isinstance(obj, dict):
+            parts.append({k: v for k, v in obj.items() if k != "spec"})
+    return all(_depth_ok(part, MAX_DEPTH) for part in parts)
+
+
+def _optional_mapping(
+    request: Mapping[str, Any], key: str, version: str, uid: str
+) -> Mapping[str, Any] | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadReview(
+            f"request.{key} must be an object, got {type(value).__name__}", api_version=version, uid=uid
+        )
+    return value
+
+
+def parse_review(body: bytes) -> AdmissionRequest:
+    """Decode and check an AdmissionReview body. Raises `BadReview` with a specific message."""
+    if not body:
+        raise BadReview("empty body: expected an AdmissionReview")
+    try:
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadReview(f"body is not valid JSON: {exc}") from None
+    if not isinstance(review, dict):
+        raise BadReview(f"expected an AdmissionReview object, got a JSON {type(review).__name__}")
+    version = review.get("apiVersion")
+    if version not in VERSIONS:
+        raise BadReview(f"unsupported apiVersion {str(version)[:80]!r}; expected {V1} or {V1BETA1}")
+    if review.get("kind") != "AdmissionReview":
+        raise BadReview(
+            f"unsupported kind {str(review.get('kind'))[:80]!r}; expected AdmissionReview",
+            api_version=version,
+        )
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("the AdmissionReview has no request object", api_version=version)
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadReview("request.uid is missing or not a string", api_version=version)
+    if len(uid) > 256:
+        raise BadReview("request.uid is longer than 256 characters", api_version=version)
+    if not _shallow_enough(request):
+        raise BadReview(f"request is nested deeper than {MAX_DEPTH} levels", api_version=version, uid=uid)
+    operation = request.get("operation")
+    if operation not in OPERATIONS:
+        raise BadReview(
+            f"request.operation {str(operation)[:40]!r} is not one of {', '.join(OPERATIONS)}",
+            api_version=version,
+            uid=uid,
+        )
+    kind = request.get("kind")
+    resource = request.get("resource")
+    if not isinstance(kind, dict) or not isinstance(resource, dict):
+        raise BadReview("request.kind and request.resource must be objects", api_version=version, uid=uid)
+    # Absent or null reads as empty; any other non-string (even a falsy 0, false, [] or {}) is refused.
+    texts = {
+        key: "" if request.get(key) is None else request[key] for key in ("subResource", "namespace", "name")
+    }
+    for key, value in texts.items():
+        if not isinstance(value, str):
+            raise BadReview(f"request.{key} must be a string", api_version=version, uid=uid)
+    obj = _optional_mapping(request, "object", version, uid)
+    old = _optional_mapping(request, "oldObject", version, uid)
+    if operation in ("CREATE", "UPDATE") and obj is None:
+        raise BadReview(f"request.object is required for {operation}", api_version=version, uid=uid)
+    return AdmissionRequest(
+        api_version=version,
+        uid=uid,
+        kind=kind,
+        resource=resource,
+        sub_resource=texts["subResource"],
+        operation=operation,
+        namespace=texts["namespace"],
+        name=texts["name"],
+        object=obj,
+        old_object=old,
+        dry_run=bool(request.get("dryRun")),
+    )
