@@ -15,7 +15,7 @@ from typing import Any
 import jsonpatch
 
 from app.certs import read_ca_bundle
-from app.cluster.client import CALL_TIMEOUT, api_client, api_status, load_configuration
+from app.cluster.client import CALL_TIMEOUT, api_client, api_status, load_configuration, raw_json
 from app.retry import Backoff, GaveUp, retry_call
 
 CONFLICT_STATUSES = (400, 409, 422)  # a failed `test` (the apiserver's code for it varies) or a conflict
@@ -40,17 +40,14 @@ def ca_bundle_patch(configuration: Mapping[str, Any], bundle: str) -> list[dict[
 
 def patch_ca_bundle(name: str, ca_path: Path, *, kubeconfig: Path | None = None, attempts: int = 3) -> bool:
     """Set the caBundle of every webhook of MutatingWebhookConfiguration `name`. True if it changed."""
-    import orjson
     from kubernetes import client
 
     bundle = read_ca_bundle(ca_path)
     api: Any = client.AdmissionregistrationV1Api(api_client(load_configuration(kubeconfig)))
 
     def read_and_patch() -> bool:
-        response = api.read_mutating_webhook_configuration(
-            name, _preload_content=False, _request_timeout=CALL_TIMEOUT
-        )
-        ops = ca_bundle_patch(orjson.loads(response.data), bundle)
+        current = raw_json(api.read_mutating_webhook_configuration, name, _request_timeout=CALL_TIMEOUT)
+        ops = ca_bundle_patch(current, bundle)
         if not ops:
             return False
         api.patch_mutating_webhook_configuration(

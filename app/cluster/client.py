@@ -6,6 +6,7 @@ nothing else in Podgraft imports `kubernetes`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,31 @@ def api_client(configuration: Any) -> Any:
     api = client.ApiClient(configuration)
     api.user_agent = COMPONENT
     return api
+
+
+def raw_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a generated API function for its raw response (a urllib3 response: `.data` holds the JSON,
+    or read it as a stream), without the client's model objects: Podgraft reads the JSON itself,
+    which costs a fraction of the memory and time. An error status raises `ApiException`."""
+    from kubernetes.client.exceptions import ApiException
+
+    response = function(*args, _preload_content=False, **kwargs)
+    if not 200 <= int(response.status) <= 299:
+        body = response.data.decode("utf-8", "replace")[:2000]
+        response.release_conn()
+        raise ApiException(status=int(response.status), reason=str(response.reason), body=body)
+    return response
+
+
+def raw_json(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`raw_call`, read whole and decoded: the JSON object the API answered."""
+    import orjson
+
+    response = raw_call(function, *args, **kwargs)
+    try:
+        return orjson.loads(response.data)
+    finally:
+        response.release_conn()
 
 
 def api_status(exc: BaseException) -> int | None:

@@ -46,14 +46,15 @@ class PolicyConfigMap:
     data: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_api(cls, obj: Any) -> PolicyConfigMap:
-        meta = obj.metadata
+    def from_api(cls, obj: Mapping[str, Any]) -> PolicyConfigMap:
+        """From the API's JSON (`binaryData` is not read: policies are text)."""
+        meta = obj.get("metadata") or {}
         return cls(
-            namespace=str(meta.namespace or ""),
-            name=str(meta.name or ""),
-            uid=str(meta.uid or ""),
-            resource_version=str(meta.resource_version or ""),
-            data=dict(obj.data or {}),
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            data={str(k): str(v) for k, v in (obj.get("data") or {}).items()},
         )
 
     def ref(self) -> ObjectRef:

@@ -24,8 +24,9 @@ class NamespaceLabels:
     labels: Mapping[str, str]
 
     @classmethod
-    def from_api(cls, obj: Any) -> NamespaceLabels:
-        return cls(name=str(obj.metadata.name or ""), labels=dict(obj.metadata.labels or {}))
+    def from_api(cls, obj: Mapping[str, Any]) -> NamespaceLabels:
+        meta = obj.get("metadata") or {}
+        return cls(name=str(meta.get("name") or ""), labels=dict(meta.get("labels") or {}))
 
 
 class NamespaceCache:

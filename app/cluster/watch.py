@@ -8,10 +8,10 @@ A `ListWatch` lists, then watches from the list's resourceVersion, in a daemon t
   server hangs up at once counts as a failure, so it never spins;
 - only `stop()` ends it.
 
-What it sees reaches its `sink` as a typed stream, on the watch's thread: a `Listed` for every full
+`kube_list_watch` reads the API's JSON itself (pages of 500 objects, never the client's model
+objects). What it sees reaches its `sink` as a typed stream, on the watch's thread: a `Listed` for every full
 listing (the first one and each one after 410 Gone: the whole truth, replacing what came before)
-and a `Changed` for every ADDED, MODIFIED or DELETED object. `kube_list_watch` builds one for a
-`list_*` function of the official client; tests build one from plain functions.
+and a `Changed` for every ADDED, MODIFIED or DELETED object. Tests build one from plain functions.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
-from app.cluster.client import HTTP_GONE, LIST_TIMEOUT, api_status, describe
+import orjson
+
+from app.cluster.client import HTTP_GONE, LIST_TIMEOUT, api_status, describe, raw_call, raw_json
 from app.retry import Backoff
 
 log = logging.getLogger("podgraft.cluster")
 
 WATCH_TIMEOUT_SECONDS = 300  # the server ends a watch after this; it is resumed from its resourceVersion
 WATCH_TIMEOUT = (10.0, WATCH_TIMEOUT_SECONDS + 30.0)  # (connect, read) seconds
+PAGE_SIZE = 500  # objects per list request: a full listing never holds more than one page of JSON
 MIN_HEALTHY_WATCH_SECONDS = 1.0  # a watch that ends quicker than this (without events) counts as a failure
 
 T = TypeVar("T")
@@ -173,45 +176,71 @@ def kube_list_watch(
     name: str,
     list_function: Callable[..., Any],
     *args: Any,
-    convert: Callable[[Any], T],
+    convert: Callable[[dict[str, Any]], T],
     sink: Sink[T],
+    page_size: int = PAGE_SIZE,
     **kwargs: Any,
 ) -> ListWatch[T]:
     """A `ListWatch` over one `list_*` function of the official client (e.g.
-    `CoreV1Api.list_namespaced_config_map`, with its positional and keyword arguments); `convert`
-    turns each API object into what the sink wants (keep it small: it is what stays in memory)."""
-    from kubernetes import watch
+    `CoreV1Api.list_namespaced_config_map`, with its positional and keyword arguments).
+
+    Lists page by page (`limit`/`continue`) and watches with the raw JSON of the API, never the
+    client's model objects; `convert` turns each object (a JSON dict) into what the sink wants, so
+    what stays in memory is only what `convert` keeps. An `ERROR` event in the watch stream (410 Gone
+    among them) is raised as the `ApiException` it stands for.
+    """
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.watch.watch import iter_resp_lines
 
     current: list[Any] = []
 
     def lister() -> tuple[list[T], str]:
-        result = list_function(*args, _request_timeout=LIST_TIMEOUT, **kwargs)
-        return [convert(item) for item in result.items or []], str(result.metadata.resource_version or "")
-
-    def watcher(version: str) -> Iterator[tuple[str, T | None, str]]:
-        stream: Any = watch.Watch()  # type: ignore[no-untyped-call]
-        current[:] = [stream]
-        try:
-            for event in stream.stream(
+        items: list[T] = []
+        token: str | None = None
+        while True:
+            page = raw_json(
                 list_function,
                 *args,
-                resource_version=version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_TIMEOUT_SECONDS,  # also turns off the client's own retries
-                _request_timeout=WATCH_TIMEOUT,
+                limit=page_size,
+                _continue=token,
+                _request_timeout=LIST_TIMEOUT,
                 **kwargs,
-            ):
-                kind = str(event.get("type"))
-                if kind == "BOOKMARK":
-                    yield kind, None, str(stream.resource_version or version)
+            )
+            items.extend(convert(item) for item in page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or None
+            if token is None:
+                return items, str(metadata.get("resourceVersion") or "")
+
+    def watcher(version: str) -> Iterator[tuple[str, T | None, str]]:
+        response = raw_call(
+            list_function,
+            *args,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_TIMEOUT_SECONDS,
+            _request_timeout=WATCH_TIMEOUT,
+            **kwargs,
+        )
+        current[:] = [response]
+        try:
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                if not line.strip():
                     continue
-                obj = event["object"]
-                yield kind, convert(obj), str(getattr(obj.metadata, "resource_version", None) or version)
+                event = orjson.loads(line)
+                kind = str(event.get("type"))
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiException(status=obj.get("code"), reason=str(obj.get("message", ""))[:500])
+                new_version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                yield kind, None if kind == "BOOKMARK" else convert(obj), new_version
         finally:
             current.clear()
+            response.release_conn()
 
     def interrupt() -> None:
-        for stream in list(current):
-            stream.stop()
+        for response in list(current):
+            response.close()
 
     return ListWatch(name, lister=lister, watcher=watcher, sink=sink, interrupt=interrupt)

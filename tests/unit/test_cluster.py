@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from app.cluster.configmaps import (
 from app.cluster.events import MAX_EVENT_MESSAGE, warning_event
 from app.cluster.mode import cluster_sources
 from app.cluster.namespaces import NamespaceCache, NamespaceLabels
-from app.cluster.watch import Changed, Listed, ListWatch, Sink
+from app.cluster.watch import Changed, Listed, ListWatch, Sink, WatchEvent, kube_list_watch
 from app.retry import Backoff
 from app.settings import Settings
 from app.sources.store import PolicyStore
@@ -402,3 +403,92 @@ def test_a_stopped_list_watch_cannot_be_restarted() -> None:
     watch.stop()
     with pytest.raises(RuntimeError, match="make a new one"):
         watch.start()
+
+
+# --- kube_list_watch over raw JSON ----------------------------------------------------------------------
+
+
+class FakeResponse:
+    """What the client returns with `_preload_content=False`: a urllib3-like response."""
+
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        self.status = status
+        self.reason = "OK" if status == 200 else "Error"
+        self.data = body
+        self.released = False
+
+    def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
+        for cut in range(0, len(self.data), 7):  # in odd chunks: lines are split across reads
+            yield self.data[cut : cut + 7]
+
+    def release_conn(self) -> None:
+        self.released = True
+
+    def close(self) -> None:
+        self.released = True
+
+
+def test_kube_list_watch_pages_the_listing_and_reads_the_watch_stream_as_json() -> None:
+    calls: list[dict[str, Any]] = []
+    pages = {
+        None: {
+            "metadata": {"continue": "p2", "resourceVersion": "10"},
+            "items": [{"metadata": {"name": "a"}}],
+        },
+        "p2": {"metadata": {"resourceVersion": "10"}, "items": [{"metadata": {"name": "b"}}]},
+    }
+    stream = b"".join(
+        json.dumps(event).encode() + b"\n"  # the API ends every event with a newline
+        for event in (
+            {"type": "ADDED", "object": {"metadata": {"name": "c", "resourceVersion": "11"}}},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}},
+            {"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}},
+        )
+    )
+    responses: list[FakeResponse] = []
+
+    def list_function(namespace: str, **kwargs: Any) -> FakeResponse:
+        calls.append({"namespace": namespace, **kwargs})
+        response = FakeResponse(
+            stream if kwargs.get("watch") else json.dumps(pages[kwargs["_continue"]]).encode()
+        )
+        responses.append(response)
+        return response
+
+    events: list[WatchEvent[str]] = []
+    watch = kube_list_watch(
+        "fake",
+        list_function,
+        "ns",
+        label_selector="x=y",
+        convert=lambda obj: obj["metadata"]["name"],
+        sink=events.append,
+        page_size=1,
+    )
+    items, version = watch.lister()
+    assert (items, version) == (["a", "b"], "10")
+    assert [(c["limit"], c["_continue"], c["label_selector"]) for c in calls] == [
+        (1, None, "x=y"),
+        (1, "p2", "x=y"),
+    ]
+
+    seen: list[tuple[str, str | None, str]] = []
+    with pytest.raises(ApiException) as gone:
+        seen.extend(watch.watcher("10"))
+    assert seen == [("ADDED", "c", "11"), ("BOOKMARK", None, "15")]
+    assert gone.value.status == 410
+    assert calls[-1]["watch"] is True
+    assert calls[-1]["resource_version"] == "10"
+    assert all(r.released for r in responses)
+
+
+def test_kube_list_watch_raises_an_error_status_as_an_api_exception() -> None:
+    watch = kube_list_watch(
+        "fake",
+        lambda **kwargs: FakeResponse(b'{"kind":"Status","code":403}', status=403),
+        convert=str,
+        sink=print,
+    )
+    with pytest.raises(ApiException) as refused:
+        watch.lister()
+    assert refused.value.status == 403
