@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -199,7 +199,7 @@ def _labels(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from app.server import engine_config
+    from app.admission.engine import engine_config
 
     settings = _settings(args)
     try:
@@ -223,6 +223,92 @@ def cmd_inject(args: argparse.Namespace) -> int:
     for denial in denials:
         _err(f"denied: {denial}")
     return EXIT_ERROR if denials else EXIT_OK
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+EXIT_AUDIT_FAILED = 2  # the audit could not run (API, files); 1 means something is stale or missing
+
+
+def _warn(message: str) -> None:
+    _err(f"warning: {message}")
+
+
+def _objects_from_file(
+    source: str,
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], tuple[str, str]]]:
+    """Pods, and the owners of ReplicaSets and Jobs, from manifests or `kubectl get ... -o json` Lists."""
+    from app.audit.owners import parent_index
+
+    items: list[dict[str, Any]] = []
+    for document in _read_manifests(source):
+        if isinstance(document, dict):
+            items += document.get("items") or [] if document.get("kind") == "List" else [document]
+    objects = [item for item in items if isinstance(item, dict)]
+    parents = {
+        **parent_index([o for o in objects if o.get("kind") == "ReplicaSet"], "ReplicaSet"),
+        **parent_index([o for o in objects if o.get("kind") == "Job"], "Job"),
+    }
+    return [o for o in objects if o.get("kind") == "Pod"], parents
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from app.admission.engine import engine_config
+    from app.audit import report
+
+    overrides = {"policy_namespaces": args.policy_namespaces} if args.policy_namespaces else {}
+    settings = _settings(args, **overrides)
+    try:
+        inventory = None
+        if args.policies is None or args.file is None:  # the cluster is asked for what no file gives
+            from app.cluster.client import context_namespace, load_configuration
+            from app.cluster.discovery import discover_version
+            from app.cluster.inventory import Inventory
+
+            configuration = load_configuration(settings.kubeconfig)
+            inventory = Inventory(configuration, _warn)
+            if "kubernetes_version" not in settings.model_fields_set:
+                version = discover_version(configuration, deadline_seconds=10)
+                settings = settings.model_copy(update={"kubernetes_version": version})
+        if args.policies is not None:
+            store, errors = load_policies(args.policies, max_bytes=settings.max_policy_bytes)
+            policies = store.current()
+        else:
+            assert inventory is not None
+            policies, errors = inventory.policies(
+                settings.watched_policy_namespaces(),
+                settings.policy_label,
+                max_bytes=settings.max_policy_bytes,
+            )
+        for key, message in sorted(errors.items()):
+            _warn(f"policy source {key} ignored: {message}")
+        labels: Mapping[str, Mapping[str, str]] | None = None
+        pods: Iterable[Mapping[str, Any]]
+        parents: ParentIndex
+        if args.file is not None:
+            pods, parents = _objects_from_file(args.file)
+        else:
+            assert inventory is not None
+            namespace = (
+                None if args.all_namespaces else args.namespace or context_namespace(settings.kubeconfig)
+            )
+            pods, parents = inventory.pods(namespace, args.selector), inventory.parents(namespace)
+            labels = inventory.namespace_labels()
+        audited = report.audit_pods(
+            pods,
+            parents=parents,
+            namespace_labels=(lambda _namespace: None) if labels is None else labels.get,
+            policies=policies,
+            config=engine_config(settings),
+        )
+    except Exception as exc:  # an API, kubeconfig or file error: one line, not a traceback
+        _err(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+        return EXIT_AUDIT_FAILED
+    audited = report.only_policy(audited, args.policy)
+    sys.stdout.write(
+        report.restart_plan(audited) if args.restart_plan else report.render(audited, args.output)
+    )
+    return EXIT_ERROR if report.needs_restart(audited) else EXIT_OK
 
 
 # --- certs ----------------------------------------------------------------------------------------
@@ -266,6 +352,39 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         parser.set_defaults(**{name: None})
 
 
+def _audit_parser(commands: Any) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="which pods run a stale policy version or miss an injection (exit 1 if any)",
+        description="Audit running pods with the webhook's engine: per pod and policy, current, stale, "
+        "missing, refused or orphaned. Exit 0 when nothing is stale or missing, 1 when something is, "
+        "2 when the audit could not run.",
+    )
+    scope = audit.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="audit this namespace (default: the kubeconfig context's)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="audit every namespace")
+    audit.add_argument("-l", "--selector", help="only pods with these labels (a label selector)")
+    audit.add_argument("--policy", help="only this policy's states")
+    audit.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    audit.add_argument(
+        "--restart-plan", action="store_true", help="print the kubectl commands that bring pods current"
+    )
+    audit.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then ~/.kube/config")
+    audit.add_argument("--policies", type=Path, help="policy directory instead of the cluster's ConfigMaps")
+    audit.add_argument(
+        "--policy-namespaces",
+        type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
+        help="namespaces of the policy ConfigMaps in force (default: PODGRAFT_POLICY_NAMESPACES or podgraft)",
+    )
+    audit.add_argument(
+        "-f", "--file", help="audit the pods in a file (`kubectl get pods,rs,jobs -A -o json`)"
+    )
+    audit.add_argument("--kubernetes-version", help="what `sidecarMode: auto` compares with (default: asked)")
+    audit.set_defaults(func=cmd_audit, sidecar_mode=None)
+    for name in ("host", "port", "policy_source", "tls_cert", "tls_key", "tls_client_ca", "log_level"):
+        audit.set_defaults(**{name: None})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podgraft", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -296,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inject.add_argument("--explain", action="store_true", help="say on stderr why each policy applied or not")
     inject.set_defaults(func=cmd_inject)
+
+    _audit_parser(commands)
 
     policy = commands.add_parser("policy", help="policy tools").add_subparsers(
         dest="policy_command", required=True

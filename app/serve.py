@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 
 from app import logs
+from app.audit.census import Census
 from app.server import Runtime, asgi_entry, create_app
 from app.settings import Settings
 from app.sources import NamespaceLookup, PolicySource
@@ -23,13 +24,17 @@ from app.uvicorn_ext import DrainingServer, guarded_protocol
 log = logging.getLogger("podgraft")
 
 
-def build_sources(settings: Settings) -> tuple[list[PolicySource], NamespaceLookup | None, Settings]:
-    """Policy sources and namespace lookup for the configured mode (cluster mode also asks the version)."""
+def build_sources(
+    settings: Settings,
+) -> tuple[list[PolicySource], NamespaceLookup | None, Census | None, Settings]:
+    """Policy sources, namespace lookup and running audit for the configured mode (cluster mode also
+    asks the API server its version)."""
     if settings.policy_source == "directory":
-        return [DirectorySource(settings.policy_dir)], None, settings
-    from app.cluster.mode import cluster_sources
+        return [DirectorySource(settings.policy_dir)], None, None, settings
+    from app.cluster.mode import cluster_mode
 
-    return cluster_sources(settings)
+    mode = cluster_mode(settings)
+    return mode.sources, mode.namespaces, mode.census, mode.settings
 
 
 def _config(settings: Settings, app: object) -> uvicorn.Config:
@@ -61,8 +66,8 @@ def _run_worker(settings: Settings, sockets: list[socket.socket] | None = None) 
     except (ssl.SSLError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    sources, namespaces, settings = build_sources(settings)
-    app = create_app(settings, sources=sources, namespaces=namespaces, certs=certs)
+    sources, namespaces, census, settings = build_sources(settings)
+    app = create_app(settings, sources=sources, namespaces=namespaces, census=census, certs=certs)
     config = _config(settings, asgi_entry(app))
     config.load()
     config.ssl = certs.context  # our context, so rotated certificates are picked up without a restart

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,14 +28,18 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.admission.cache import DecisionCache
 from app.admission.decide import Verdict
+from app.admission.engine import engine_config
 from app.admission.responses import allowed, bad_review_body, errored, review
 from app.admission.review import V1, AdmissionRequest, BadReview, parse_review
+from app.audit.census import Census
 from app.engine.policyset import PolicySet
 from app.engine.select import EngineConfig
 from app.retry import Backoff
@@ -105,6 +109,23 @@ class Metrics:
         self.invalid_sources.set(len(errors))
 
 
+class CensusCollector(Collector):
+    """`podgraft_pods{policy,state}`: the running audit's counts, read at scrape time."""
+
+    def __init__(self, census: Census) -> None:
+        self.census = census
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "podgraft_pods",
+            "Audited pods by policy and state (current|stale|missing|refused|orphaned)",
+            labels=["policy", "state"],
+        )
+        for (policy, state), count in sorted(self.census.counts().items()):
+            gauge.add_metric([policy, state], count)
+        yield gauge
+
+
 @dataclass
 class Runtime:
     """Everything a request handler needs; built once per app."""
@@ -123,17 +144,6 @@ class Runtime:
     def start_draining(self) -> None:
         """Shutting down: `/readyz` fails and responses ask clients to close their connections."""
         self.draining = True
-
-
-def engine_config(settings: Settings) -> EngineConfig:
-    return EngineConfig(
-        inject_annotation=settings.inject_annotation,
-        status_annotation=settings.status_annotation,
-        namespace_label=settings.namespace_label,
-        never_namespaces=settings.never_injected_namespaces(),
-        sidecar_mode=settings.sidecar_mode,
-        native_sidecars_supported=settings.native_sidecars_supported(),
-    )
 
 
 def _json(body: Mapping[str, Any], status: int = 200) -> Response:
@@ -348,6 +358,7 @@ def create_app(
     store: PolicyStore | None = None,
     sources: Sequence[PolicySource] = (),
     namespaces: NamespaceLookup | None = None,
+    census: Census | None = None,
     certs: CertificateReloader | None = None,
     on_start: Callable[[Runtime], None] | None = None,
 ) -> FastAPI:
@@ -366,6 +377,8 @@ def create_app(
     )
     if certs is not None and certs.state is not None:
         metrics.cert_expiry.set(certs.state.expires_at)
+    if census is not None:
+        metrics.registry.register(CensusCollector(census))
     metrics.policies.set(len(store.current()))
 
     @contextlib.asynccontextmanager
@@ -397,6 +410,14 @@ def create_app(
     async def readyz() -> Response:
         ok, detail = readiness(rt)
         return _json({"ready": ok, **detail}, 200 if ok else 503)
+
+    @app.get("/audit")
+    async def audit() -> Response:
+        if census is None:
+            return _json(
+                {"error": "the pod audit is off: set PODGRAFT_AUDIT_ENABLED=true (chart: audit.enabled)"}, 404
+            )
+        return _json(census.snapshot())
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     policy_label: str = "podgraft.io/policy"
     excluded_namespaces: CsvList = Field(default_factory=lambda: list(ALWAYS_EXCLUDED_NAMESPACES))
 
+    # --- audit (cluster mode)
+    audit_enabled: bool = False  # watch pods; export podgraft_pods{policy,state} and /audit
+    audit_refresh_seconds: float = Field(
+        default=30.0, gt=0
+    )  # how often policy/namespace changes re-list pods
+
     # --- injection
     sidecar_mode: SidecarMode = "auto"  # default for policies that do not set spec.sidecarMode
     kubernetes_version: str = "1.29"  # what `auto` compares against (cluster mode asks the apiserver)

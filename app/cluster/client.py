@@ -38,6 +38,19 @@ def load_configuration(kubeconfig: Path | None) -> Any:
     return configuration
 
 
+def context_namespace(kubeconfig: Path | None) -> str:
+    """The namespace of the kubeconfig's current context (as kubectl chooses it), else `default`."""
+    from kubernetes import config
+
+    try:
+        _contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+    except Exception:  # in-cluster, or no kubeconfig: kubectl's default
+        return "default"
+    return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
 def api_client(configuration: Any) -> Any:
     """An `ApiClient` (one connection pool; make one per thread) that says it is Podgraft."""
     from kubernetes import client

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from app.admission.engine import engine_config
+from app.audit.census import Census
+from app.cluster.census import CensusWatch
 from app.cluster.client import ClusterError, load_configuration
 from app.cluster.configmaps import ConfigMapSource
 from app.cluster.discovery import discover_version
@@ -14,9 +18,20 @@ from app.sources import NamespaceLookup, PolicySource
 log = logging.getLogger("podgraft.cluster")
 
 
-def cluster_sources(settings: Settings) -> tuple[list[PolicySource], NamespaceLookup, Settings]:
-    """The ConfigMap source and the namespace cache; asks the API server for its version unless the
-    version was set explicitly (it decides what `sidecarMode: auto` means)."""
+@dataclass(frozen=True, slots=True)
+class ClusterMode:
+    """What `podgraft serve` runs in cluster mode."""
+
+    sources: list[PolicySource]  # the ConfigMap source, and the pod audit watch when enabled
+    namespaces: NamespaceLookup
+    settings: Settings  # with the discovered Kubernetes version
+    census: Census | None  # the running audit, when enabled
+
+
+def cluster_mode(settings: Settings) -> ClusterMode:
+    """The ConfigMap source, the namespace cache and (when enabled) the pod audit watch; asks the API
+    server for its version unless the version was set explicitly (it decides what `sidecarMode: auto`
+    means)."""
     try:
         configuration = load_configuration(settings.kubeconfig)
     except Exception as exc:
@@ -26,10 +41,24 @@ def cluster_sources(settings: Settings) -> tuple[list[PolicySource], NamespaceLo
         log.info("kubernetes version discovered", extra={"kubernetes_version": version})
         settings = settings.model_copy(update={"kubernetes_version": version})
     namespaces = NamespaceCache(configuration)
-    source = ConfigMapSource(
-        settings.watched_policy_namespaces(),
-        configuration=configuration,
-        label=settings.policy_label,
-        namespace_cache=namespaces,
-    )
-    return [source], namespaces, settings
+    sources: list[PolicySource] = [
+        ConfigMapSource(
+            settings.watched_policy_namespaces(),
+            configuration=configuration,
+            label=settings.policy_label,
+            namespace_cache=namespaces,
+        )
+    ]
+    census = None
+    if settings.audit_enabled:
+        census = Census()
+        sources.append(
+            CensusWatch(
+                census,
+                namespaces,
+                engine_config(settings),
+                configuration=configuration,
+                refresh_seconds=settings.audit_refresh_seconds,
+            )
+        )
+    return ClusterMode(sources, namespaces, settings, census)

@@ -45,6 +45,7 @@ class NamespaceCache:
         self.configuration = configuration
         self.synced = threading.Event()
         self._labels: dict[str, Mapping[str, str]] = {}
+        self.generation = 0  # counts every change, for readers that derive something from the labels
         self._watch = (watch_factory or NamespaceCache._kube_watch)(self)
 
     def labels(self, name: str) -> Mapping[str, str] | None:
@@ -58,6 +59,7 @@ class NamespaceCache:
 
     def apply(self, event: WatchEvent[NamespaceLabels]) -> None:
         """The watch's sink (on its thread): a listing is one reference swap, an event one key."""
+        self.generation += 1
         if isinstance(event, Listed):
             self._labels = {ns.name: ns.labels for ns in event.items}
             if not self.synced.is_set():

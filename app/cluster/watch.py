@@ -84,6 +84,7 @@ class ListWatch(Generic[T]):
         self.lists = 0  # how many full listings were delivered (for tests and logs)
         self.version: str | None = None  # resourceVersion to resume from; None: list first
         self._stop = threading.Event()
+        self._relist = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -104,6 +105,16 @@ class ListWatch(Generic[T]):
             except Exception:  # best effort: the thread is a daemon and checks the flag anyway
                 log.debug("interrupting the %s watch failed", self.name, exc_info=True)
 
+    def relist(self) -> None:
+        """List again soon (the sink gets a fresh `Listed`): what the sink derives from the objects
+        changed. The open watch is interrupted; this is not a failure, so no backoff."""
+        self._relist.set()
+        if self.interrupt is not None:
+            try:
+                self.interrupt()
+            except Exception:
+                log.debug("interrupting the %s watch failed", self.name, exc_info=True)
+
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
@@ -115,6 +126,9 @@ class ListWatch(Generic[T]):
     def run(self) -> None:
         """The loop; runs until `stop()`. Public so that tests can drive it on their own thread."""
         while not self._stop.is_set():
+            if self._relist.is_set():
+                self._relist.clear()
+                self.version = None
             try:
                 if self.version is None:
                     objects, version = self.lister()
@@ -124,10 +138,14 @@ class ListWatch(Generic[T]):
                     self.sink(Listed(objects))
                     self.version = version
                     self.backoff.reset()
+                if self._relist.is_set():
+                    continue  # asked again while listing
                 self._watch(self.version)
             except Exception as exc:
                 if self._stop.is_set():
                     return
+                if self._relist.is_set():
+                    continue  # interrupted on purpose
                 if api_status(exc) == HTTP_GONE:
                     log.info(
                         "watch resourceVersion expired (410 Gone); listing again", extra={"watch": self.name}
@@ -146,7 +164,7 @@ class ListWatch(Generic[T]):
         started = time.monotonic()
         events = 0
         for kind, obj, new_version in self.watcher(version):
-            if self._stop.is_set():
+            if self._stop.is_set() or self._relist.is_set():
                 return
             change = _change_kind(kind)
             if obj is not None and change is not None:
@@ -170,6 +188,23 @@ def _change_kind(kind: str) -> ChangeKind | None:
         if kind == known:
             return known
     return None  # BOOKMARK (or anything newer): no object change
+
+
+def list_pages(
+    list_function: Callable[..., Any], *args: Any, page_size: int = PAGE_SIZE, **kwargs: Any
+) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """A full listing, page by page (`limit`/`continue`): (the page's objects as JSON, the listing's
+    resourceVersion). Only one page is in memory at a time."""
+    token: str | None = None
+    while True:
+        page = raw_json(
+            list_function, *args, limit=page_size, _continue=token, _request_timeout=LIST_TIMEOUT, **kwargs
+        )
+        metadata = page.get("metadata") or {}
+        yield list(page.get("items") or []), str(metadata.get("resourceVersion") or "")
+        token = metadata.get("continue") or None
+        if token is None:
+            return
 
 
 def kube_list_watch(
@@ -196,21 +231,11 @@ def kube_list_watch(
 
     def lister() -> tuple[list[T], str]:
         items: list[T] = []
-        token: str | None = None
-        while True:
-            page = raw_json(
-                list_function,
-                *args,
-                limit=page_size,
-                _continue=token,
-                _request_timeout=LIST_TIMEOUT,
-                **kwargs,
-            )
-            items.extend(convert(item) for item in page.get("items") or [])
-            metadata = page.get("metadata") or {}
-            token = metadata.get("continue") or None
-            if token is None:
-                return items, str(metadata.get("resourceVersion") or "")
+        versions = [""]
+        for page, version in list_pages(list_function, *args, page_size=page_size, **kwargs):
+            items.extend(convert(item) for item in page)
+            versions.append(version)
+        return items, versions[-1]
 
     def watcher(version: str) -> Iterator[tuple[str, T | None, str]]:
         response = raw_call(

@@ -18,7 +18,8 @@ import yaml
 from fastapi.testclient import TestClient
 
 from app.cli import inject_documents
-from app.server import create_app, engine_config
+from app.admission.engine import engine_config
+from app.server import create_app
 from app.settings import Settings
 from app.sources.directory import read_directory
 from app.sources.store import PolicyStore

@@ -1,0 +1,167 @@
+"""`podgraft audit`'s output: rows per pod and policy, a summary per policy, the exit code, and the
+restart plan (pure: text and data in, text out)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import yaml
+from app.engine.config import EngineConfig
+
+from app.audit.classify import NEEDS_RESTART, STATES, PodAudit, PolicyState, audit_pod
+from app.audit.owners import Owner, ParentIndex, resolve_owner
+from app.engine.policyset import PolicySet
+
+ROLLOUT_TIMEOUT = "10m"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditedPod:
+    audit: PodAudit
+    owner: Owner
+
+
+def audit_pods(
+    pods: Iterable[Mapping[str, Any]],
+    *,
+    parents: ParentIndex,
+    namespace_labels: Callable[[str], Mapping[str, str] | None],
+    policies: PolicySet,
+    config: EngineConfig,
+) -> list[AuditedPod]:
+    """Audit every pod (as it comes: a listing page by page) and keep the ones a policy concerns."""
+    audited: list[AuditedPod] = []
+    for pod in pods:
+        namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
+        audit = audit_pod(pod, namespace_labels=namespace_labels(namespace), policies=policies, config=config)
+        if audit.policies or audit.note:
+            audited.append(AuditedPod(audit, resolve_owner(pod, parents)))
+    return sorted(audited, key=lambda a: (a.audit.namespace, a.audit.name))
+
+
+def only_policy(pods: Iterable[AuditedPod], policy: str | None) -> list[AuditedPod]:
+    """Keep `policy`'s states (all when None), and the pods that still have one."""
+    kept: list[AuditedPod] = []
+    for pod in pods:
+        states = (
+            pod.audit.policies
+            if policy is None
+            else tuple(s for s in pod.audit.policies if s.policy == policy)
+        )
+        if states:
+            audit = PodAudit(pod.audit.namespace, pod.audit.name, states, pod.audit.note)
+            kept.append(AuditedPod(audit, pod.owner))
+    return kept
+
+
+def summary(pods: Iterable[AuditedPod]) -> dict[str, Counter[str]]:
+    """Pods per state, per policy."""
+    found: dict[str, Counter[str]] = {}
+    for pod in pods:
+        for state in pod.audit.policies:
+            found.setdefault(state.policy, Counter())[state.state] += 1
+    return dict(sorted(found.items()))
+
+
+def needs_restart(pods: Iterable[AuditedPod]) -> bool:
+    return any(s.state in NEEDS_RESTART for pod in pods for s in pod.audit.policies)
+
+
+def summary_lines(pods: Sequence[AuditedPod]) -> list[str]:
+    lines = []
+    for policy, counts in summary(pods).items():
+        parts = ", ".join(f"{counts[state]} {state}" for state in STATES if counts[state])
+        total = sum(counts.values())
+        lines.append(f"policy {policy}: {parts} ({total} pod{'s' if total != 1 else ''})")
+    return lines or ["no pod asks for or matches a policy"]
+
+
+def _state_dict(state: PolicyState) -> dict[str, Any]:
+    return {
+        "policy": state.policy,
+        "state": state.state,
+        "detail": state.detail,
+        "recordedHash": state.recorded_hash,
+        "liveHash": state.live_hash,
+    }
+
+
+def as_data(pods: Sequence[AuditedPod]) -> dict[str, Any]:
+    """The `-o json|yaml` document."""
+    return {
+        "pods": [
+            {
+                "namespace": pod.audit.namespace,
+                "pod": pod.audit.name,
+                "owner": str(pod.owner),
+                **({"note": pod.audit.note} if pod.audit.note else {}),
+                "policies": [_state_dict(s) for s in pod.audit.policies],
+            }
+            for pod in pods
+        ],
+        "summary": {policy: dict(counts) for policy, counts in summary(pods).items()},
+        "needsRestart": needs_restart(pods),
+    }
+
+
+def render(pods: Sequence[AuditedPod], output: str) -> str:
+    if output == "json":
+        return orjson.dumps(as_data(pods), option=orjson.OPT_INDENT_2).decode() + "\n"
+    if output == "yaml":
+        return yaml.safe_dump(as_data(pods), sort_keys=False)
+    return table(pods)
+
+
+def table(pods: Sequence[AuditedPod]) -> str:
+    header = ("NAMESPACE", "POD", "OWNER", "POLICY", "STATE", "DETAIL")
+    rows = [
+        (pod.audit.namespace, pod.audit.name, str(pod.owner), s.policy, s.state, _detail(s, pod.audit.note))
+        for pod in pods
+        for s in pod.audit.policies
+    ]
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in [header, *rows]
+    ]
+    return "\n".join([*(line.rstrip() for line in lines), "", *summary_lines(pods)]) + "\n"
+
+
+def _detail(state: PolicyState, note: str) -> str:
+    return "; ".join(part for part in (state.detail, note) if part)
+
+
+def restart_plan(pods: Sequence[AuditedPod]) -> str:
+    """`kubectl` commands that bring the stale and missing pods current, one owner at a time (each
+    waits for its rollout, so PodDisruptionBudgets and maxUnavailable are respected); Podgraft never
+    runs them. Owners without a rollout (bare pods, Jobs, CronJobs) are listed apart."""
+    behind: dict[Owner, set[str]] = {}
+    for pod in pods:
+        for state in pod.audit.policies:
+            if state.state in NEEDS_RESTART:
+                behind.setdefault(pod.owner, set()).add(f"{state.policy} {state.state}")
+    rollouts = sorted(owner for owner in behind if owner.has_rollout)
+    others = sorted(owner for owner in behind if not owner.has_rollout)
+    if not behind:
+        return "# every audited pod is current: nothing to restart\n"
+    lines = [
+        f"# {len(rollouts)} workload(s) to restart, one at a time: each command waits for its rollout,",
+        "# so PodDisruptionBudgets and maxUnavailable are respected. Podgraft runs none of them.",
+    ]
+    for owner in rollouts:
+        target = f"-n {owner.namespace} {owner.ref()}"
+        lines.append(
+            f"kubectl rollout restart {target} && kubectl rollout status {target} --timeout={ROLLOUT_TIMEOUT}"
+            f"  # {', '.join(sorted(behind[owner]))}"
+        )
+    if others:
+        lines += [
+            "",
+            "# no rollout for these: re-create the pods (a Job's next run, or a CronJob's, is injected anew)",
+        ]
+        lines += [f"#   {owner.namespace} {owner}: {', '.join(sorted(behind[owner]))}" for owner in others]
+    return "\n".join(lines) + "\n"
