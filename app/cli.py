@@ -255,6 +255,7 @@ def _objects_from_file(
 def cmd_audit(args: argparse.Namespace) -> int:
     from app.admission.engine import engine_config
     from app.audit import report
+    from app.audit.owners import ParentIndex
 
     overrides = {"policy_namespaces": args.policy_namespaces} if args.policy_namespaces else {}
     settings = _settings(args, **overrides)
