@@ -241,3 +241,16 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(helm: Helm) -> None
     for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"):
         assert not find(objects, kind), kind
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+
+
+def test_the_running_audit_adds_only_list_and_watch_on_pods(helm: Helm) -> None:
+    objects = helm.render(sets=["audit.enabled=true", "audit.refreshSeconds=10"])
+    (cluster_role,) = find(objects, "ClusterRole")
+    assert _rules(cluster_role) == CLUSTER_RULES | {(("",), ("pods",), ("list", "watch"), ())}
+    for role in find(objects, "Role"):
+        assert _rules(role) == POLICY_RULES
+    env = env_of(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    assert (env["PODGRAFT_AUDIT_ENABLED"], env["PODGRAFT_AUDIT_REFRESH_SECONDS"]) == ("true", "10")
+    assert "PODGRAFT_AUDIT_ENABLED" not in env_of(
+        one(helm.render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    )
