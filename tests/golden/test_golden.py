@@ -17,8 +17,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from app.cli import inject_documents
 from app.admission.engine import engine_config
+from app.cli import inject_documents
 from app.server import create_app
 from app.settings import Settings
 from app.sources.directory import read_directory

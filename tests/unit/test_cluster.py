@@ -206,6 +206,9 @@ class FakeApi:
                 raise item
             yield item
 
+    def list_watch(self, sink: Any) -> ListWatch[Any]:
+        return ListWatch("fake", lister=self.lister, watcher=self.watcher, sink=sink)
+
 
 def run_list_watch(api: FakeApi, *, until: int) -> tuple[list[Any], ListWatch[str]]:
     seen: list[Any] = []
@@ -492,3 +495,76 @@ def test_kube_list_watch_raises_an_error_status_as_an_api_exception() -> None:
     with pytest.raises(ApiException) as refused:
         watch.lister()
     assert refused.value.status == 403
+
+
+# --- the running audit's watch ----------------------------------------------------------------------------
+
+
+class FakePodWatch:
+    def __init__(self) -> None:
+        self.lists = 1
+        self.relists = 0
+
+    def relist(self) -> None:
+        self.relists += 1
+
+
+def test_census_watch_lists_again_when_policies_or_namespace_labels_change_until_it_happened() -> None:
+    from app.audit.census import Census
+    from app.cluster.census import CensusWatch
+    from app.engine.config import EngineConfig
+
+    namespaces = NamespaceCache(watch_factory=lambda cache: FakeApi([]).list_watch(cache.apply))
+    namespaces.apply(Listed([NamespaceLabels("shop", {"podgraft.io/injection": "enabled"})]))
+    store = PolicyStore()
+    store.replace_all({"a.yaml": GOOD.format(name="a", edition="1")})
+    watch = FakePodWatch()
+    census_watch = CensusWatch(Census(), namespaces, EngineConfig())
+    census_watch.policies, census_watch._generation = store.current(), namespaces.generation
+
+    census_watch.refresh(store, watch)  # type: ignore[arg-type]
+    assert watch.relists == 0, "nothing changed"
+    store.replace_all({"a.yaml": GOOD.format(name="a", edition="2")})
+    census_watch.refresh(store, watch)  # type: ignore[arg-type]
+    assert watch.relists == 1
+    census_watch.refresh(store, watch)  # type: ignore[arg-type]
+    assert watch.relists == 2, "asked again: no new listing arrived yet"
+    watch.lists += 1
+    census_watch.refresh(store, watch)  # type: ignore[arg-type]
+    assert watch.relists == 2
+    namespaces.apply(Changed("MODIFIED", NamespaceLabels("shop", {})))
+    census_watch.refresh(store, watch)  # type: ignore[arg-type]
+    assert watch.relists == 3
+
+
+def test_census_watch_keeps_a_record_per_concerned_pod_and_drops_deleted_ones() -> None:
+    from app.audit.census import Census
+    from app.cluster.census import CensusWatch
+    from app.engine.config import EngineConfig
+
+    census = Census()
+    namespaces = NamespaceCache(watch_factory=lambda cache: FakeApi([]).list_watch(cache.apply))
+    namespaces.apply(Listed([NamespaceLabels("shop", {"podgraft.io/injection": "enabled"})]))
+    store = PolicyStore()
+    store.replace_all({"a.yaml": GOOD.format(name="a", edition="1")})
+    census_watch = CensusWatch(census, namespaces, EngineConfig())
+    census_watch.policies = store.current()
+
+    def pod(name: str, inject: str) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": name,
+                "namespace": "shop",
+                "uid": f"uid-{name}",
+                "annotations": {"podgraft.io/inject": inject},
+            },
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+        }
+
+    census_watch.apply(
+        Listed([census_watch.entry(pod("asks", "a")), census_watch.entry(pod("plain", "false"))])
+    )
+    assert census.counts() == {("a", "missing"): 1}
+    census_watch.apply(Changed("DELETED", census_watch.entry(pod("asks", "a"))))
+    assert census.counts() == {}
+    assert census.synced

@@ -1,0 +1,230 @@
+"""Audit benchmark: `podgraft audit` over 10,000 pods in 100 namespaces, and the running audit's memory.
+
+    make bench-audit            # or: .venv/bin/python bench/audit.py [--pods N] [--namespaces N] [--json]
+
+Builds the pods with the webhook's own engine, as a cluster would hold them: 70% injected with the
+live policies (current), 15% injected with an older version of the log shipper (stale), 15% never
+injected (missing), each owned by a ReplicaSet of a Deployment. They are written as one
+`kubectl get pods,rs -A -o json`-style List, and `podgraft audit -f FILE --policies DIR -o json`
+runs on it as a separate process: wall time and peak RSS (from `wait4`) are that process's.
+Then, in this process, the same pods go through the server's census (`app.audit.census`) the way
+its pod watch feeds it, and `tracemalloc` tells what the records keep once the pods are gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.admission.engine import engine_config  # noqa: E402
+from app.audit.census import Census, record  # noqa: E402
+from app.audit.classify import audit_pod  # noqa: E402
+from app.engine.inject import inject_pod  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.sources.store import PolicyStore  # noqa: E402
+
+POLICY = """\
+apiVersion: podgraft.io/v1alpha1
+kind: InjectionPolicy
+metadata: {{name: log-shipper}}
+spec:
+  sidecars:
+    - name: log-shipper
+      image: fluent/fluent-bit:{tag}
+      env: [{{name: POD_NAME, value: "{{{{ pod.name }}}}"}}]
+      volumeMounts: [{{name: app-logs, mountPath: /var/log/app, readOnly: true}}]
+  volumes: [{{name: app-logs, emptyDir: {{}}}}]
+  volumeMounts: [{{name: app-logs, mountPath: /var/log/app}}]
+  env: [{{name: LOG_DIR, value: /var/log/app}}]
+---
+apiVersion: podgraft.io/v1alpha1
+kind: InjectionPolicy
+metadata: {{name: wait-for-db}}
+spec:
+  initContainers:
+    - name: wait-for-db
+      image: busybox:1.36
+      command: ["sh", "-c", "until nc -z postgres 5432; do sleep 1; done"]
+"""
+LIVE_TAG, OLD_TAG = "3.2.0", "3.1.9"
+
+
+def policy_set(tag: str, directory: Path | None = None) -> Any:
+    store = PolicyStore()
+    errors = store.replace_all({"policies.yaml": POLICY.format(tag=tag)})
+    assert not errors, errors
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "policies.yaml").write_text(POLICY.format(tag=tag))
+    return store.current()
+
+
+def app_pod(namespace: str, deployment: str, index: int) -> dict[str, Any]:
+    template_hash = f"{abs(hash(deployment)) % 10**9:09d}"[:9]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{deployment}-{template_hash}-{index:05d}",
+            "namespace": namespace,
+            "uid": str(uuid.uuid4()),
+            "labels": {"app": deployment, "pod-template-hash": template_hash},
+            "annotations": {"podgraft.io/inject": "wait-for-db,log-shipper"},
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{deployment}-{template_hash}",
+                 "uid": "rs", "controller": True}
+            ],
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": f"registry.example.com/{deployment}:1.4.2",
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                    "env": [{"name": f"SETTING_{i}", "value": f"value-{i}"} for i in range(12)],
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                }
+            ],
+            "serviceAccountName": "default",
+        },
+    }
+
+
+def replica_set(namespace: str, deployment: str, pod: dict[str, Any]) -> dict[str, Any]:
+    ref = pod["metadata"]["ownerReferences"][0]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": ref["name"],
+            "namespace": namespace,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment, "uid": "d",
+                                 "controller": True}],
+        },
+    }
+
+
+def build(pods: int, namespaces: int, live: Any, old: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The cluster's objects: pods (current, stale, missing by index) and their ReplicaSets."""
+    config = engine_config(Settings(kubernetes_version="1.35"))
+    objects: list[dict[str, Any]] = []
+    made = {"current": 0, "stale": 0, "missing": 0}
+    per_namespace = max(1, pods // namespaces)
+    for n in range(pods):
+        namespace = f"team-{n // per_namespace % namespaces:03d}"
+        deployment = f"svc-{n % 10}"
+        pod = app_pod(namespace, deployment, n)
+        kind = "missing" if n % 20 < 3 else "stale" if n % 20 < 6 else "current"
+        if kind != "missing":
+            result = inject_pod(pod, namespace=namespace, namespace_labels=None,
+                                policies=live if kind == "current" else old, config=config)
+            assert result.mutated is not None, result.warnings
+            pod = copy.deepcopy(dict(result.mutated))
+        made[kind] += 1
+        if n < namespaces * 10:
+            objects.append(replica_set(namespace, deployment, pod))
+        objects.append(pod)
+    return objects, made
+
+
+def run_cli(pods_file: Path, policies: Path) -> dict[str, Any]:
+    command = [str(ROOT / ".venv" / "bin" / "podgraft"), "audit", "-f", str(pods_file), "--policies",
+               str(policies), "--kubernetes-version", "1.35", "-o", "json"]
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        report = json.load(out)
+    states: dict[str, int] = {}
+    for counts in report["summary"].values():
+        for state, count in counts.items():
+            states[state] = states.get(state, 0) + count
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "exit_code": process.returncode,
+        "pods_reported": len(report["pods"]),
+        "policy_states": states,
+    }
+
+
+def census_memory(objects: list[dict[str, Any]], live: Any) -> dict[str, Any]:
+    """What the running audit keeps for these pods, once the pods themselves are gone."""
+    config = engine_config(Settings(kubernetes_version="1.35"))
+    pods = [o for o in objects if o["kind"] == "Pod"]
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    census = Census()
+    started = time.perf_counter()
+    census.replace({
+        p["metadata"]["uid"]: item
+        for p in pods
+        if (item := record(audit_pod(p, namespace_labels=None, policies=live, config=config))) is not None
+    })
+    seconds = time.perf_counter() - started
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    return {
+        "records": len(census),
+        "kept_mib": round(kept / 2**20, 2),
+        "audit_seconds_in_process": round(seconds, 2),
+        "counts": {f"{p}/{s}": n for (p, s), n in sorted(census.counts().items())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--namespaces", type=int, default=100)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="podgraft-audit-bench-") as tmp:
+        work = Path(tmp)
+        live = policy_set(LIVE_TAG, work / "policies")
+        objects, made = build(args.pods, args.namespaces, live, policy_set(OLD_TAG))
+        pods_file = work / "pods.json"
+        pods_file.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        results = {
+            "pods": args.pods,
+            "namespaces": args.namespaces,
+            "built": made,
+            "file_mib": round(pods_file.stat().st_size / 2**20, 1),
+            "cli": run_cli(pods_file, work / "policies"),
+            "census": census_memory(objects, live),
+            "machine_cores": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d"),
+            "bench_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+    if args.json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        return
+    cli, census = results["cli"], results["census"]
+    sys.stdout.write(
+        f"{args.pods} pods in {args.namespaces} namespaces ({results['file_mib']} MiB of JSON), built {made}\n"
+        f"podgraft audit -f: {cli['seconds']} s, peak RSS {cli['peak_rss_mib']} MiB, exit {cli['exit_code']}, "
+        f"states {cli['policy_states']}\n"
+        f"running audit: {census['records']} records keep {census['kept_mib']} MiB "
+        f"(audited in {census['audit_seconds_in_process']} s in process)\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
