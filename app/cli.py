@@ -13,8 +13,10 @@ import yaml
 
 from app.engine.inject import InjectionResult, inject_pod
 from app.engine.select import EngineConfig
+from app.policy.model import PolicyError
 from app.settings import Settings
 from app.sources.directory import read_directory
+from app.sources.documents import SourceError, SourceText, compile_source
 from app.sources.store import PolicyStore
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -70,19 +72,48 @@ def load_policies(directory: Path, *, max_bytes: int) -> tuple[PolicyStore, dict
     return store, errors
 
 
+def _policy_texts(path: Path) -> tuple[Path, dict[str, SourceText]]:
+    """The policy sources under a directory, or one file; and the base their keys are relative to."""
+    if path.is_dir():
+        return path, read_directory(path)
+    if path.is_file():
+        try:
+            return path.parent, {path.name: path.read_text(encoding="utf-8")}
+        except (OSError, UnicodeDecodeError) as exc:
+            return path.parent, {path.name: PolicyError(f"cannot read the file: {exc}")}
+    raise FileNotFoundError(f"{path}: no such file or directory")
+
+
+def _problems(key: str, text: SourceText, message: str, max_bytes: int) -> list[str]:
+    """One line per problem of a rejected source (the store keeps them as one message)."""
+    if isinstance(text, str):
+        try:
+            compile_source(key, text, max_bytes=max_bytes)
+        except SourceError as exc:
+            return exc.problems
+        except PolicyError:
+            pass
+    return [message]
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     failed = False
-    for directory in args.dirs:
+    max_bytes = Settings().max_policy_bytes
+    for target in args.paths:
         try:
-            store, errors = load_policies(Path(directory), max_bytes=Settings().max_policy_bytes)
+            base, texts = _policy_texts(Path(target))
         except FileNotFoundError as exc:
             _err(f"error: {exc}")
-            return EXIT_ERROR
+            failed = True
+            continue
+        store = PolicyStore(max_bytes=max_bytes)
+        errors = store.replace_all(texts)
         for key, message in sorted(errors.items()):
-            _err(f"{Path(directory) / key}: {message}")
+            for problem in _problems(key, texts[key], message, max_bytes):
+                _err(f"{base / key}: {problem}")
             failed = True
         for name, policy in sorted(store.current().by_name.items()):
-            sys.stdout.write(f"ok  {name}  ({Path(directory) / policy.source}, hash {policy.content_hash})\n")
+            sys.stdout.write(f"ok  {name}  ({base / policy.source}, hash {policy.content_hash})\n")
     return EXIT_ERROR if failed else EXIT_OK
 
 
@@ -422,8 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="policy tools").add_subparsers(
         dest="policy_command", required=True
     )
-    validate = policy.add_parser("validate", help="validate policy directories; non-zero exit on any error")
-    validate.add_argument("dirs", nargs="+")
+    validate = policy.add_parser(
+        "validate", help="validate policy files and directories; every problem on its own line, exit 1 if any"
+    )
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="a policy file, or a directory of them")
     validate.set_defaults(func=cmd_validate)
 
     certs = commands.add_parser("certs", help="certificate tools").add_subparsers(

@@ -57,20 +57,36 @@ def load_documents(text: str, *, max_bytes: int) -> list[object]:
     return documents
 
 
+class SourceError(PolicyError):
+    """Every problem of one source, each naming its document; one line each in `str()`'s `; `-list."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 def compile_source(key: str, text: str, *, max_bytes: int) -> list[CompiledPolicy]:
-    """Parse, validate and compile every policy of one source key. Raises `PolicyError`."""
+    """Parse, validate and compile every policy of one source key. Raises `SourceError` listing every
+    document's problem (a source is used whole or not at all), or `PolicyError` for the text itself."""
     compiled: list[CompiledPolicy] = []
-    for index, document in enumerate(load_documents(text, max_bytes=max_bytes)):
-        where = f"document {index + 1}"
+    problems: list[str] = []
+    first: dict[str, int] = {}
+    for number, document in enumerate(load_documents(text, max_bytes=max_bytes), start=1):
         try:
             policy = parse_policy(document)
-            compiled.append(compile_policy(policy, source=key))
         except PolicyError as exc:
-            raise PolicyError(f"{where}: {exc}") from None
+            problems.append(f"document {number}: {exc}")
+            continue
+        try:
+            compiled.append(compile_policy(policy, source=key))
         except RenderError as exc:
-            raise PolicyError(f"{where}: policy {policy.metadata.name!r}: {exc}") from None
-    names = [p.name for p in compiled]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise PolicyError(f"policy name defined twice: {', '.join(duplicates)}")
+            problems.append(f"document {number}: policy {policy.metadata.name!r}: {exc}")
+        name = policy.metadata.name
+        if name in first:
+            problems.append(
+                f"document {number}: policy {name!r} is already defined by document {first[name]}"
+            )
+        first.setdefault(name, number)
+    if problems:
+        raise SourceError(problems)
     return compiled

@@ -244,9 +244,35 @@ def test_validate_several_directories(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "ok  log-shipper" in out
 
 
-def test_validate_missing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["policy", "validate", str(tmp_path / "nope")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+def test_validate_missing_path_is_named_and_the_others_still_checked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["policy", "validate", str(tmp_path / "nope.yaml"), POLICIES]) == 1
+    out, err = capsys.readouterr()
+    assert f"{tmp_path / 'nope.yaml'}: no such file or directory" in err
+    assert "directory" not in err.replace("no such file or directory", "")
+    assert "ok  log-shipper" in out
+
+
+def test_validate_takes_a_file_and_reports_every_problem_on_its_own_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "---\n".join(
+            [
+                policy_yaml("one", env=[{"name": "A", "value": "1"}]),
+                policy_yaml("two", env=[{"name": "A", "valu": "1"}]),
+                "{}\n",
+                policy_yaml("one", env=[{"name": "B", "value": "1"}]),
+            ]
+        )
+    )
+    assert main(["policy", "validate", str(policy)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["document 2", "document 3", "document 4"]
+    assert all(line.startswith(f"{policy}: ") for line in lines)
+    assert "already defined by document 1" in lines[2]
 
 
 # --- certs generate -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from app.engine.policyset import PolicySet
 from app.policy.model import PolicyError
-from app.sources.documents import MAX_DOCUMENTS, compile_source, load_documents
+from app.sources.documents import MAX_DOCUMENTS, SourceError, compile_source, load_documents
 from app.sources.store import ErrorTracker, PolicyStore
 from tests.unit.builders import policy_doc, policy_yaml
 
@@ -69,7 +69,9 @@ def test_json_source_is_accepted() -> None:
             id="second-document-names-its-index",
         ),
         pytest.param(
-            _pol("one") + "---\n" + _pol("one"), "policy name defined twice: one", id="duplicate-in-a-file"
+            _pol("one") + "---\n" + _pol("one"),
+            "document 2: policy 'one' is already defined by document 1",
+            id="duplicate-in-a-file",
         ),
         pytest.param(
             policy_yaml("tpl", sidecars=[{"name": "s", "image": "busybox:{{ params.tag "}]),
@@ -231,3 +233,28 @@ def test_error_tracker_reports_each_error_once_and_again_after_a_fix() -> None:
     assert tracker.fresh({"k": "worse"}, {"k": "worse"}) == {"k": "worse"}
     assert tracker.fresh({}, {}) == {}  # fixed
     assert tracker.fresh({"k": "worse"}, {"k": "worse"}) == {"k": "worse"}
+
+
+def test_every_problem_of_a_source_is_reported_at_once_each_naming_its_document() -> None:
+    text = "---\n".join(
+        [
+            _pol("one"),
+            policy_yaml("two") + "  initContainerPosition: middle\n",
+            "{}\n",
+            _pol("one"),
+            policy_yaml("tpl", sidecars=[{"name": "s", "image": "busybox:{{ params.tag "}]),
+        ]
+    )
+    with pytest.raises(SourceError) as caught:
+        compile_source("p.yaml", text, max_bytes=1 << 20)
+    problems = caught.value.problems
+    assert [problem.split(":")[0] for problem in problems] == [
+        "document 2",
+        "document 3",
+        "document 4",
+        "document 5",
+    ]
+    assert "spec.initContainerPosition" in problems[0]
+    assert "already defined by document 1" in problems[2]
+    assert "policy 'tpl'" in problems[3]
+    assert str(caught.value) == "; ".join(problems)
