@@ -24,7 +24,7 @@ certs: certs/tls.crt
 
 # Local development: no drain window on Ctrl-C.
 run: $(STAMP) certs/tls.crt
-	PODGRAFT_DRAIN_SECONDS=0 $(BIN)/podgraft serve --host $(HOST) --port $(PORT) --policies examples/policies \
+	PODGRAFT_DRAIN_SECONDS=0 exec $(BIN)/podgraft serve --host $(HOST) --port $(PORT) --policies examples/policies \
 		--tls-cert certs/tls.crt --tls-key certs/tls.key
 
 lint: $(STAMP)

@@ -353,7 +353,10 @@ def cmd_certs_generate(args: argparse.Namespace) -> int:
     bundle = generate_bundle(hostnames, days=args.days)
     write_bundle(bundle, Path(args.out))
     _err(f"wrote {args.out}/ca.crt, ca.key, tls.crt, tls.key for {', '.join(hostnames)}")
-    sys.stdout.write(bundle.ca_bundle() + "\n")
+    if args.print_ca_bundle:
+        sys.stdout.write(bundle.ca_bundle() + "\n")
+    else:
+        _err(f"the webhook's caBundle is base64 of {args.out}/ca.crt (--print-ca-bundle prints it)")
     return EXIT_OK
 
 
@@ -468,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default="certs")
     generate.add_argument("--host", action="append", default=[], help="extra DNS name or IP (repeatable)")
     generate.add_argument("--days", type=int, default=365)
+    generate.add_argument(
+        "--print-ca-bundle", action="store_true", help="print the base64 caBundle (alone) on stdout"
+    )
     generate.set_defaults(func=cmd_certs_generate)
     patch = certs.add_parser("patch-ca-bundle", help="set the caBundle of a MutatingWebhookConfiguration")
     patch.add_argument("--webhook", required=True, help="MutatingWebhookConfiguration name")

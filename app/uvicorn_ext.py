@@ -3,8 +3,9 @@
 - `SlowClientGuard` subclasses `HttpToolsProtocol` (uvicorn's private httptools protocol): it uses
   its `loop`, `transport`, `client` and `cycle` attributes and overrides `connection_made`,
   `on_message_begin`, `on_headers_complete`, `shutdown` and `connection_lost`;
-- `DrainingServer` subclasses `uvicorn.Server`: it overrides `handle_exit`, `startup` and `on_tick`
-  and reads `should_exit`; `startup` wraps the loop's `create_server` to add a TLS handshake timeout.
+- `DrainingServer` subclasses `uvicorn.Server`: it overrides `handle_exit`, `startup`, `on_tick` and
+  `capture_signals` (clearing `_captured_signals`, which uvicorn would re-raise) and reads
+  `should_exit`; `startup` wraps the loop's `create_server` to add a TLS handshake timeout.
 
 `tests/unit/test_uvicorn_ext.py` pins the uvicorn version these were checked against and checks
 that the internals still exist; a uvicorn upgrade starts there.
@@ -13,11 +14,12 @@ that the internals still exist; a uvicorn upgrade starts there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -138,6 +140,15 @@ class DrainingServer(uvicorn.Server):
             await super().startup(sockets=sockets)
         finally:
             del loop.create_server
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's signal capture, without its re-raise of the signal after a graceful shutdown: a
+        drained stop is a clean exit (status 0, as gunicorn and Go servers do), so a supervisor or
+        `make run` sees success, not death by SIGTERM."""
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_until is not None and not self.should_exit and time.monotonic() >= self._drain_until:

@@ -211,8 +211,8 @@ def test_sigterm_under_load_drains_and_fails_no_request(tmp_path: Path) -> None:
     assert all(o.connection == "close" for o in during_drain if o.kind == "ok"), Counter(
         o.connection for o in during_drain
     )
-    # uvicorn re-raises the captured SIGTERM once shut down: the process ends by that signal.
-    assert returncode == -signal.SIGTERM
+    # the drained server exits 0 (uvicorn would re-raise the captured SIGTERM; app/uvicorn_ext.py does not).
+    assert returncode == 0, "a drained stop is a clean exit"
     assert exited_at - sigterm_at < DRAIN + GRACE + 2
     log = server.log_text()
     assert "draining before shutdown" in log

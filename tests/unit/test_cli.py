@@ -278,6 +278,15 @@ def test_validate_takes_a_file_and_reports_every_problem_on_its_own_line(
 # --- certs generate -------------------------------------------------------------------------------
 
 
+def test_certs_generate_prints_no_bare_base64_unless_asked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["certs", "generate", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"the webhook's caBundle is base64 of {tmp_path}/ca.crt" in err
+
+
 def test_certs_generate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out_dir = tmp_path / "certs"
     code = main(
@@ -292,6 +301,7 @@ def test_certs_generate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
             str(out_dir),
             "--host",
             "10.1.2.3",
+            "--print-ca-bundle",
         ]
     )
     assert code == 0

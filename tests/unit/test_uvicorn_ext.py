@@ -51,6 +51,9 @@ def test_the_server_hooks_the_draining_server_overrides_exist() -> None:
     assert inspect.iscoroutinefunction(uvicorn.Server.on_tick)
     assert "loop.create_server" in inspect.getsource(uvicorn.Server.startup)
     assert "self.should_exit" in inspect.getsource(uvicorn.Server)
+    capture = inspect.getsource(uvicorn.Server.capture_signals)
+    assert "for captured_signal in reversed(self._captured_signals)" in capture
+    assert "self._captured_signals.append(sig)" in inspect.getsource(uvicorn.Server.handle_exit)
 
 
 def test_the_first_signal_drains_and_the_second_exits() -> None:
