@@ -13,24 +13,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.registry import Collector
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -40,90 +31,15 @@ from app.admission.engine import engine_config
 from app.admission.responses import allowed, bad_review_body, errored, review
 from app.admission.review import V1, AdmissionRequest, BadReview, parse_review
 from app.audit.census import Census
-from app.engine.policyset import PolicySet
 from app.engine.select import EngineConfig
+from app.metrics import CensusCollector, Metrics
 from app.retry import Backoff
 from app.settings import Settings
 from app.sources import NamespaceLookup, PolicySource
-from app.sources.store import ErrorTracker, PolicyStore
+from app.sources.store import PolicyStore
 from app.tls import CertificateReloader
 
 log = logging.getLogger("podgraft.server")
-disable_created_metrics()  # type: ignore[no-untyped-call]
-
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-class Metrics:
-    """Prometheus metrics on a registry of their own (several apps may live in one test process)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "podgraft_admission_requests_total", "Admission requests by outcome", ["outcome"], registry=r
-        )
-        self.latency = Histogram(
-            "podgraft_admission_duration_seconds",
-            "Time to answer /mutate",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.injections = Counter(
-            "podgraft_injections_total", "Policies injected, by policy", ["policy"], registry=r
-        )
-        self.skips = Counter(
-            "podgraft_skips_total", "Pods or policies skipped, by reason", ["reason"], registry=r
-        )
-        self.warnings = Counter(
-            "podgraft_admission_warnings_total", "Warnings returned to clients", registry=r
-        )
-        self.reloads = Counter("podgraft_policy_reloads_total", "Policy set rebuilds", registry=r)
-        self.policy_errors = Counter("podgraft_policy_errors_total", "Policy sources rejected", registry=r)
-        self.invalid_sources = Gauge(
-            "podgraft_policy_invalid_sources", "Sources currently rejected", registry=r
-        )
-        self.policies = Gauge("podgraft_policies_loaded", "Policies in force", registry=r)
-        self.cert_expiry = Gauge(
-            "podgraft_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate", registry=r
-        )
-        self.cert_reload_errors = Counter(
-            "podgraft_certificate_reload_errors_total",
-            "Reload checks that found a broken certificate pair on disk (counts every check until fixed)",
-            registry=r,
-        )
-        self.internal_errors = Counter("podgraft_internal_errors_total", "Unexpected exceptions", registry=r)
-        self.overload = Counter("podgraft_overload_rejections_total", "Requests refused with 503", registry=r)
-        self.cache_hits = Counter(
-            "podgraft_decision_cache_hits_total", "Pod CREATEs answered from the decision cache", registry=r
-        )
-
-        self._reported = ErrorTracker()
-
-    def policy_set_changed(self, policies: PolicySet, errors: Mapping[str, str]) -> None:
-        self.reloads.inc()
-        fresh = self._reported.fresh(errors, errors)
-        if fresh:
-            self.policy_errors.inc(len(fresh))
-        self.policies.set(len(policies))
-        self.invalid_sources.set(len(errors))
-
-
-class CensusCollector(Collector):
-    """`podgraft_pods{policy,state}`: the running audit's counts, read at scrape time."""
-
-    def __init__(self, census: Census) -> None:
-        self.census = census
-
-    def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
-            "podgraft_pods",
-            "Audited pods by policy and state (current|stale|missing|refused|orphaned)",
-            labels=["policy", "state"],
-        )
-        for (policy, state), count in sorted(self.census.counts().items()):
-            gauge.add_metric([policy, state], count)
-        yield gauge
 
 
 @dataclass
