@@ -26,7 +26,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,32 +160,33 @@ def https_get(
 # --- build ----------------------------------------------------------------------------------------
 
 
+CONTROL_PLANE = ("kube-apiserver", "etcd")
+
+
 @dataclass(frozen=True)
 class Binaries:
-    directory: Path
+    """Where each binary that `hack/controlplane/build.sh` was asked for is."""
+
+    paths: Mapping[str, Path]
     build_seconds: float
 
-    @property
-    def etcd(self) -> Path:
-        return self.directory / "etcd"
-
-    @property
-    def kube_apiserver(self) -> Path:
-        return self.directory / "kube-apiserver"
+    def __getitem__(self, name: str) -> Path:
+        return self.paths[name]
 
 
-def build_binaries() -> Binaries:
-    """Run hack/controlplane/build.sh (a no-op when cached, or with KUBEBUILDER_ASSETS set)."""
+def build_binaries(names: Sequence[str] = CONTROL_PLANE) -> Binaries:
+    """Run hack/controlplane/build.sh for `names` (a no-op when cached, or found in
+    KUBEBUILDER_ASSETS); it prints `NAME=PATH` per binary."""
     started = time.monotonic()
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False, cwd=REPO
+        ["bash", str(BUILD_SCRIPT), *names], capture_output=True, text=True, check=False, cwd=REPO
     )
     if result.returncode != 0:
         raise RuntimeError(f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     if result.stderr.strip():
         sys.stderr.write(result.stderr)
-    directory = Path(result.stdout.strip().splitlines()[-1])
-    return Binaries(directory, time.monotonic() - started)
+    pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return Binaries({name: Path(path) for name, path in pairs}, time.monotonic() - started)
 
 
 # --- certificates and kubeconfigs -----------------------------------------------------------------
@@ -235,13 +236,20 @@ class ControlPlane:
 
     @classmethod
     def start(
-        cls, workdir: Path, *, extra_users: Sequence[tuple[str, str, Sequence[str]]] = ()
+        cls,
+        workdir: Path,
+        *,
+        extra_users: Sequence[tuple[str, str, Sequence[str]]] = (),
+        binaries: Sequence[str] = CONTROL_PLANE,
     ) -> ControlPlane:
         """Start both processes; on any failure, stop what was started and re-raise.
 
-        `extra_users` are (user name, token, groups) added to the static token file.
+        `extra_users` are (user name, token, groups) added to the static token file; `binaries`
+        are built (or found) besides etcd and kube-apiserver, for whoever runs more components.
         """
-        plane = cls(workdir=workdir, binaries=build_binaries())
+        plane = cls(
+            workdir=workdir, binaries=build_binaries(tuple(dict.fromkeys([*CONTROL_PLANE, *binaries])))
+        )
         started = time.monotonic()
         try:
             plane._files(extra_users)
@@ -262,6 +270,12 @@ class ControlPlane:
         cert, key = issue_certificate(names, ca_cert=ca_cert, ca_key=ca_key, days=2)
         _write(pki / "apiserver.crt", cert, 0o644)
         _write(pki / "apiserver.key", key)
+        # how the apiserver authenticates to kubelets (pod logs, exec), when a node runs
+        cert, key = issue_certificate(
+            ["kube-apiserver-kubelet-client"], ca_cert=ca_cert, ca_key=ca_key, days=2, client=True
+        )
+        _write(pki / "kubelet-client.crt", cert, 0o644)
+        _write(pki / "kubelet-client.key", key)
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write(
             pki / "sa.key",
@@ -293,7 +307,7 @@ class ControlPlane:
         etcd = Managed.spawn(
             "etcd",
             [
-                str(self.binaries.etcd),
+                str(self.binaries["etcd"]),
                 "--name=e2e",
                 f"--data-dir={data}",
                 f"--listen-client-urls={client_url}",
@@ -324,7 +338,7 @@ class ControlPlane:
         apiserver = Managed.spawn(
             "kube-apiserver",
             [
-                str(self.binaries.kube_apiserver),
+                str(self.binaries["kube-apiserver"]),
                 f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
                 f"--bind-address={LOOPBACK}",
                 f"--advertise-address={LOOPBACK}",
@@ -332,6 +346,8 @@ class ControlPlane:
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'kubelet-client.key'}",
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
