@@ -354,6 +354,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=RBAC",
+                "--kubelet-preferred-address-types=InternalIP",  # a node's name is no DNS name here
                 "--allow-privileged=true",
                 # no controller-manager: no token controller, so do not require service accounts
                 "--disable-admission-plugins=ServiceAccount",
