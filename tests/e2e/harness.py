@@ -276,6 +276,8 @@ class Podgraft:
     process: Managed
     port: int
     ca_file: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -316,16 +318,24 @@ class Podgraft:
         ]
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         process = Managed.spawn(name, argv, log_path=workdir / "logs" / f"{name}.log", env=env)
-        server = cls(process, port, certs / "ca.crt")
+        server = cls(process, port, certs / "ca.crt", argv, env)
         if not wait:
             wait_for(server.answers, timeout=60, what=f"{name} /healthz", process=process)
             return server
-        try:
-            wait_for(server.ready, timeout=60, what="podgraft /readyz", process=process)
-        except BaseException:
-            process.stop()
-            raise
+        server._wait_ready()
         return server
+
+    def _wait_ready(self) -> None:
+        try:
+            wait_for(self.ready, timeout=60, what=f"{self.process.name} /readyz", process=self.process)
+        except BaseException:
+            self.process.stop()
+            raise
+
+    def restart(self) -> None:
+        """Start the same server again, on the same port, after `stop()`; wait until it is ready."""
+        self.process = Managed.spawn(self.process.name, self.argv, log_path=self.process.log_path, env=self.env)
+        self._wait_ready()
 
     def get(self, path: str) -> tuple[int, bytes]:
         return https_get(self.port, path, ca_file=self.ca_file)

@@ -325,7 +325,11 @@ class Node:
 
     def _start_controllers(self) -> None:
         plane, binaries = self.plane, self.plane.binaries
-        common = [f"--kubeconfig={plane.admin_kubeconfig}", f"--bind-address={LOOPBACK}", "--leader-elect=false"]
+        common = [
+            f"--kubeconfig={plane.admin_kubeconfig}",
+            f"--bind-address={LOOPBACK}",
+            "--leader-elect=false",
+        ]
         self._spawn(
             "kube-controller-manager",
             [
@@ -361,10 +365,14 @@ class Node:
 
     def _start_containerd(self) -> None:
         _make_bridge()
-        config = _write(self.root / "containerd.toml", containerd_config(self.root, pause_image=self.images.pause))
+        config = _write(
+            self.root / "containerd.toml", containerd_config(self.root, pause_image=self.images.pause)
+        )
         _write(self.root / "cni" / "10-podgraft.conflist", json.dumps(cni_config(self.root), indent=2))
         containerd = self._spawn("containerd", ["containerd", f"--config={config}", "--log-level=warn"])
-        wait_for(lambda: self.ctr("version").returncode == 0, timeout=60, what="containerd", process=containerd)
+        wait_for(
+            lambda: self.ctr("version").returncode == 0, timeout=60, what="containerd", process=containerd
+        )
         for archive in self.images.archives:
             result = self.ctr("images", "import", "--digests", "--snapshotter=overlayfs", str(archive))
             if result.returncode != 0:
@@ -372,7 +380,9 @@ class Node:
 
     def _start_kubelet(self) -> None:
         _make_cgroup_root()
-        config = kubelet_config(self.root, ca_file=self.plane.ca_file, port=free_port(), healthz_port=free_port())
+        config = kubelet_config(
+            self.root, ca_file=self.plane.ca_file, port=free_port(), healthz_port=free_port()
+        )
         path = _write(self.root / "kubelet.yaml", yaml.safe_dump(config))
         self._spawn(
             "kubelet",
@@ -448,7 +458,11 @@ def _delete_all_pods(plane: ControlPlane, *, timeout: float) -> None:
     try:
         for item in core.list_pod_for_all_namespaces().items:
             with contextlib.suppress(client.exceptions.ApiException):
-                core.delete_namespaced_pod(item.metadata.name, item.metadata.namespace, grace_period_seconds=1)
-        wait_for(lambda: not core.list_pod_for_all_namespaces().items, timeout=timeout, what="every pod removed")
+                core.delete_namespaced_pod(
+                    item.metadata.name, item.metadata.namespace, grace_period_seconds=1
+                )
+        wait_for(
+            lambda: not core.list_pod_for_all_namespaces().items, timeout=timeout, what="every pod removed"
+        )
     finally:
         core.api_client.close()
