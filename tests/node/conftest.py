@@ -62,6 +62,11 @@ class Cluster:
         )
         return list(json.loads(response.data)["items"])
 
+    def one_pod(self, namespace: str, app: str) -> dict[str, Any]:
+        pods = self.pods(namespace, app)
+        assert len(pods) == 1, f"{len(pods)} pods of {namespace}/{app}, want 1"
+        return pods[0]
+
     def wait_pods(
         self, namespace: str, app: str, *, count: int, check: Callable[[dict[str, Any]], None] | None = None
     ) -> list[dict[str, Any]]:
@@ -139,9 +144,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if "node" in TIMINGS:
         terminalreporter.write_line(
-            "node: kubelet {kubernetes}; hack/node/setup.sh {images:.1f}s, build/cache check {build:.1f}s, control "
-            "plane {controlplane:.1f}s, podgraft {podgraft:.1f}s, node Ready in {node:.1f}s, "
-            "session setup {total:.1f}s".format(**TIMINGS)
+            "node: kubelet {kubernetes}; hack/node/setup.sh {images:.1f}s, build/cache check "
+            "{build:.1f}s, control plane {controlplane:.1f}s, podgraft {podgraft:.1f}s, node Ready in "
+            "{node:.1f}s, session setup {total:.1f}s".format(**TIMINGS)
         )
 
 

@@ -120,13 +120,13 @@ def node_policies(image: str) -> dict[str, str]:
 # --- workloads -------------------------------------------------------------------------------------
 
 
-def app_container(image: str, *, script: str | None = None, **extra: Any) -> dict[str, Any]:
+def app_container(image: str, **extra: Any) -> dict[str, Any]:
     """The pod's own container: prints a line, appends it to $LOG_FILE (if a policy set it), serves :8080."""
     line = 'echo "app $HOSTNAME version ${VERSION:-none}" | tee -a "${LOG_FILE:-/tmp/app.log}"'
     return {
         "name": "app",
         "image": image,
-        "command": ["sh", "-c", script or f"{line} && {serve(8080, 'ok')}"],
+        "command": ["sh", "-c", f"{line} && {serve(8080, 'ok')}"],
         "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
         **extra,
     }
