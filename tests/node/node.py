@@ -90,17 +90,26 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _shims(root: Path) -> list[int]:
+    """The PIDs of the runc shims serving this node's containerd (they outlive containerd)."""
+    socket = f"{root}/containerd.sock".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if proc.name.isdigit() and argv[0].endswith(b"containerd-shim-runc-v2") and socket in argv:
+                pids.append(int(proc.name))
+    return pids
+
+
 def _kill_node_processes(root: Path) -> None:
-    """SIGKILL every process in the node's cgroups (containers) and every runc shim of its state."""
+    """SIGKILL every process in the node's cgroups (containers) and every runc shim of its containerd."""
     for directory in _cgroup_dirs():
         with contextlib.suppress(OSError):
             for line in (directory / "cgroup.procs").read_text().split():
                 _kill(int(line))
-    for pid_file in root.glob("containerd-state/io.containerd.runtime.v2.task/*/*/shim.pid"):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text().strip())
-            if b"containerd-shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                _kill(pid)
+    for pid in _shims(root):
+        _kill(pid)
 
 
 def _mounts_under(root: Path) -> list[str]:
