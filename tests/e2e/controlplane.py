@@ -1,9 +1,12 @@
-"""A real etcd + kube-apiserver on loopback for the e2e tier (no kubelet, no controllers).
+"""A real etcd + kube-apiserver on loopback for the e2e tier (no kubelet, no controllers; the node
+tier, tests/node, adds them beside this control plane).
 
 `ControlPlane.start(workdir)` builds (or reuses) the pinned binaries through
-`hack/controlplane/build.sh`, writes certificates, a static token file and kubeconfigs, starts etcd
-and kube-apiserver on free loopback ports in process groups of their own, and waits for `/readyz`.
-`stop()` kills both groups by PID, whatever state they are in; it is safe to call twice.
+`hack/controlplane/build.sh` (more of them when asked: `binaries=`), writes certificates, a static
+token file and kubeconfigs, starts etcd and kube-apiserver on free loopback ports in process groups
+of their own, and waits for `/readyz`. `stop()` kills both groups by PID, whatever state they are
+in; it is safe to call twice. The apiserver also gets a kubelet client certificate (for pod logs
+and `kubectl debug` when a kubelet runs) and reaches kubelets at their InternalIP.
 
 Two identities are issued (static bearer tokens):
 - `admin` in `system:masters`, used by the tests;
@@ -157,6 +160,19 @@ def https_get(
         conn.close()
 
 
+def start_all(steps: Sequence[Callable[[], None]], *, stop: Callable[[], None]) -> float:
+    """Run the start-up `steps` in order; if any fails, `stop` what was started and re-raise.
+    Returns the seconds they took."""
+    started = time.monotonic()
+    try:
+        for step in steps:
+            step()
+    except BaseException:
+        stop()
+        raise
+    return time.monotonic() - started
+
+
 # --- build ----------------------------------------------------------------------------------------
 
 
@@ -250,15 +266,8 @@ class ControlPlane:
         plane = cls(
             workdir=workdir, binaries=build_binaries(tuple(dict.fromkeys([*CONTROL_PLANE, *binaries])))
         )
-        started = time.monotonic()
-        try:
-            plane._files(extra_users)
-            plane._start_etcd()
-            plane._start_apiserver()
-        except BaseException:
-            plane.stop()
-            raise
-        plane.start_seconds = time.monotonic() - started
+        steps = [lambda: plane._files(extra_users), plane._start_etcd, plane._start_apiserver]
+        plane.start_seconds = start_all(steps, stop=plane.stop)
         return plane
 
     def _files(self, extra_users: Sequence[tuple[str, str, Sequence[str]]]) -> None:

@@ -334,7 +334,8 @@ class Podgraft:
 
     def restart(self) -> None:
         """Start the same server again, on the same port, after `stop()`; wait until it is ready."""
-        self.process = Managed.spawn(self.process.name, self.argv, log_path=self.process.log_path, env=self.env)
+        name, log_path = self.process.name, self.process.log_path
+        self.process = Managed.spawn(name, self.argv, log_path=log_path, env=self.env)
         self._wait_ready()
 
     def get(self, path: str) -> tuple[int, bytes]:

@@ -19,7 +19,7 @@ from kubernetes import client
 from tests.e2e.harness import E2E, INJECTION_LABEL, eventually, start_stack
 
 from .node import NODE_BINARIES, Images, Node, exclusive_node, prepare_images
-from .workloads import Kubectl, node_policies
+from .workloads import Kubectl, app_container, deployment, node_policies, pod_spec
 
 POLICY_NAMESPACE = "node-policies"
 READY_TIMEOUT = 120.0  # a bound for pods to start on a loaded 2-core machine, not a measurement
@@ -82,6 +82,13 @@ class Cluster:
         return eventually(
             settled, timeout=READY_TIMEOUT, interval=0.5, what=f"{count} pods of {namespace}/{app}"
         )
+
+    def logging_app(self, namespace: str, app: str) -> str:
+        """A one-replica Deployment with the log-shipper policy; the name of its Ready pod."""
+        spec = pod_spec([app_container(self.image)])
+        self.create(namespace, deployment(app, replicas=1, spec=spec, inject="log-shipper"))
+        (pod,) = self.wait_pods(namespace, app, count=1)
+        return str(pod["metadata"]["name"])
 
     def logs(self, namespace: str, pod: str, container: str) -> str:
         return str(self.core.read_namespaced_pod_log(pod, namespace, container=container))

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.controlplane import LOOPBACK, REPO, ControlPlane, Managed, free_port, wait_for
+from tests.e2e.controlplane import LOOPBACK, REPO, ControlPlane, Managed, free_port, start_all, wait_for
+from tests.e2e.harness import Kube
 
 SETUP = REPO / "hack" / "node" / "setup.sh"
 NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
@@ -313,18 +314,15 @@ class Node:
     def start(cls, plane: ControlPlane, images: Images, *, workdir: Path) -> Node:
         """Start every component, wait for the node to be Ready; on failure, stop and clean up."""
         node = cls(plane, images, workdir)
-        started = time.monotonic()
-        clean_node_root(node.root)
-        try:
-            node._start_controllers()
-            node._start_containerd()
-            node._start_kubelet()
-            node._start_kube_proxy()
-            node._wait_ready()
-        except BaseException:
-            node.stop()
-            raise
-        node.start_seconds = time.monotonic() - started
+        steps = [
+            lambda: clean_node_root(node.root),
+            node._start_controllers,
+            node._start_containerd,
+            node._start_kubelet,
+            node._start_kube_proxy,
+            node._wait_ready,
+        ]
+        node.start_seconds = start_all(steps, stop=node.stop)
         return node
 
     def _spawn(self, name: str, argv: Sequence[str | Path]) -> Managed:
@@ -426,18 +424,18 @@ class Node:
         )
 
     def _wait_ready(self) -> None:
-        core = client.CoreV1Api(_api(self.plane))
+        kube = Kube(self.plane.admin_kubeconfig)
         kubelet = next(p for p in self.processes if p.name == "kubelet")
 
         def ready() -> bool:
-            node = core.read_node(NODE_NAME)
-            conditions = {c.type: c.status for c in node.status.conditions or []}
-            return conditions.get("Ready") == "True" and not node.spec.taints
+            node = json.loads(kube.core.read_node(NODE_NAME, _preload_content=False).data)
+            conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions") or []}
+            return conditions.get("Ready") == "True" and not node["spec"].get("taints")
 
         try:
             wait_for(ready, timeout=120, what=f"node {NODE_NAME} Ready and untainted", process=kubelet)
         finally:
-            core.api_client.close()
+            kube.close()
 
     def stop(self) -> None:
         """Stop the controllers (nothing is re-created), let the kubelet tear every pod down (its
@@ -455,23 +453,18 @@ class Node:
         clean_node_root(self.root)
 
 
-def _api(plane: ControlPlane) -> client.ApiClient:
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(plane.admin_kubeconfig), client_configuration=configuration)
-    return client.ApiClient(configuration)
-
-
 def _delete_all_pods(plane: ControlPlane, *, timeout: float) -> None:
     """Delete every pod with a short grace period and wait until the kubelet has removed them all."""
-    core = client.CoreV1Api(_api(plane))
+    kube = Kube(plane.admin_kubeconfig)
+
+    def remaining() -> list[dict[str, Any]]:
+        return list(json.loads(kube.core.list_pod_for_all_namespaces(_preload_content=False).data)["items"])
+
     try:
-        for item in core.list_pod_for_all_namespaces().items:
-            with contextlib.suppress(client.exceptions.ApiException):
-                core.delete_namespaced_pod(
-                    item.metadata.name, item.metadata.namespace, grace_period_seconds=1
-                )
-        wait_for(
-            lambda: not core.list_pod_for_all_namespaces().items, timeout=timeout, what="every pod removed"
-        )
+        for item in remaining():
+            with contextlib.suppress(ApiException):
+                meta = item["metadata"]
+                kube.core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=1)
+        wait_for(lambda: not remaining(), timeout=timeout, what="every pod removed")
     finally:
-        core.api_client.close()
+        kube.close()

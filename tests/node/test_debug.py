@@ -6,19 +6,14 @@ from __future__ import annotations
 from tests.e2e.harness import container, eventually
 
 from .conftest import Cluster, statuses
-from .workloads import UNTIL_STOPPED, app_container, deployment, pod_spec
+from .workloads import UNTIL_STOPPED
 
 
 def test_kubectl_debug_container_starts_with_the_policy_mount_and_a_disallowed_image_is_refused(
     cluster: Cluster,
 ) -> None:
     ns = cluster.namespace("debug")
-    cluster.create(
-        ns,
-        deployment("target", replicas=1, spec=pod_spec([app_container(cluster.image)]), inject="log-shipper"),
-    )
-    (pod,) = cluster.wait_pods(ns, "target", count=1)
-    name = pod["metadata"]["name"]
+    name = cluster.logging_app(ns, "target")
     script = f'cat /debug/logs/app.log; echo "session $DEBUG_SESSION"; {UNTIL_STOPPED}'
     debug = ["debug", f"--namespace={ns}", name, "--profile=general", "--quiet"]
     cluster.kubectl.run(*debug, f"--image={cluster.image}", "--container=debugger", "--", "sh", "-c", script)

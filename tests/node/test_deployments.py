@@ -52,12 +52,7 @@ def test_deployment_pods_from_the_replicaset_controller_are_injected_and_ready_a
 
 def test_injected_log_shipper_reads_the_line_the_app_wrote_into_the_shared_volume(cluster: Cluster) -> None:
     ns = cluster.namespace("shared")
-    cluster.create(
-        ns,
-        deployment("writer", replicas=1, spec=pod_spec([app_container(cluster.image)]), inject="log-shipper"),
-    )
-    (pod,) = cluster.wait_pods(ns, "writer", count=1)
-    name = pod["metadata"]["name"]
+    name = cluster.logging_app(ns, "writer")
 
     def shipped() -> str:
         text = cluster.logs(ns, name, "log-shipper")
