@@ -48,6 +48,7 @@ SERVICE_RANGE = "10.0.0.0/24"  # the apiserver's --service-cluster-ip-range
 CGROUP_ROOT = "podgraft-node"
 CGROUPS = Path("/sys/fs/cgroup")
 CNI_BIN = Path("/usr/lib/cni")
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")  # the bridge plugin turns it on; stop() restores it
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,11 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _make_bridge() -> None:
-    """The CNI bridge, made before the first pod so that the kubelet has its node address on it."""
+    """The CNI bridge, made before the first pod so that the kubelet has its node address on it.
+    Bridged traffic goes through iptables (kube-proxy's Service NAT between pods on the bridge)."""
+    bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    if bridge_nf.exists():
+        bridge_nf.write_text("1")
     for argv in (
         ["ip", "link", "add", BRIDGE, "type", "bridge"],
         ["ip", "address", "add", f"{NODE_IP}/{POD_SUBNET.split('/')[1]}", "dev", BRIDGE],
@@ -305,6 +310,7 @@ class Node:
     root: Path = NODE_ROOT
     processes: list[Managed] = field(default_factory=list)
     start_seconds: float = 0.0
+    ip_forward: str = ""
 
     @property
     def socket(self) -> Path:
@@ -371,6 +377,7 @@ class Node:
         )
 
     def _start_containerd(self) -> None:
+        self.ip_forward = IP_FORWARD.read_text()
         _make_bridge()
         config = _write(
             self.root / "containerd.toml", containerd_config(self.root, pause_image=self.images.pause)
@@ -451,6 +458,8 @@ class Node:
             process.stop()
         self.processes.clear()
         clean_node_root(self.root)
+        if self.ip_forward:
+            IP_FORWARD.write_text(self.ip_forward)
 
 
 def _delete_all_pods(plane: ControlPlane, *, timeout: float) -> None:
