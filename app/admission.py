@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import orjson
 
+from app.engine.config import EngineConfig
 from app.engine.inject import InjectionResult, graft_ephemeral, inject_pod
 from app.engine.policyset import PolicySet
-from app.engine.select import EngineConfig
 
 V1 = "admission.k8s.io/v1"
 V1BETA1 = "admission.k8s.io/v1beta1"

@@ -11,8 +11,8 @@ from typing import Any, TextIO
 import jsonpatch
 import yaml
 
+from app.engine.config import EngineConfig
 from app.engine.inject import InjectionResult, inject_pod
-from app.engine.select import EngineConfig
 from app.policy.sources import read_directory
 from app.policy.store import PolicyStore
 from app.settings import Settings

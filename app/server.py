@@ -33,8 +33,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import admission
+from app.engine.config import EngineConfig
 from app.engine.policyset import PolicySet
-from app.engine.select import EngineConfig
 from app.policy.sources import NamespaceLookup, PolicySource
 from app.policy.store import PolicyStore
 from app.settings import Settings

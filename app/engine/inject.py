@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.config import EngineConfig
 from app.engine.mutate import mutate_ephemeral, mutate_pod
 from app.engine.patch import create_patch, without_managed_fields
 from app.engine.podsecurity import enforced_level, injection_warnings
 from app.engine.policyset import CompiledPolicy, PolicySet
 from app.engine.render import RenderError, pod_context, render_tree
-from app.engine.select import Decision, EngineConfig, Selection, select_policies
+from app.engine.select import PolicyDecision, Selection, select_policies
 from app.policy.model import label_value_problem
 
 
@@ -32,7 +33,7 @@ class InjectionResult:
     patch: list[dict[str, Any]] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
     denial: str | None = None
-    decisions: tuple[Decision, ...] = ()
+    decisions: tuple[PolicyDecision, ...] = ()
     injected: tuple[str, ...] = ()  # names of the policies applied by this patch
     skip_reason: str | None = None
     skip_code: str | None = None
@@ -55,11 +56,11 @@ def check_rendered(spec: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _render_all(
     pod: Mapping[str, Any], namespace: str, policies: tuple[CompiledPolicy, ...]
-) -> tuple[list[tuple[CompiledPolicy, Mapping[str, Any]]], list[str], str | None, list[Decision]]:
+) -> tuple[list[tuple[CompiledPolicy, Mapping[str, Any]]], list[str], str | None, list[PolicyDecision]]:
     rendered: list[tuple[CompiledPolicy, Mapping[str, Any]]] = []
     warnings: list[str] = []
     denial: str | None = None
-    failed: list[Decision] = []
+    failed: list[PolicyDecision] = []
     for policy in policies:
         if not policy.templated:
             rendered.append((policy, policy.spec))
@@ -74,11 +75,11 @@ def _render_all(
             if policy.required:
                 denial = denial or f"podgraft: required {message}"
             warnings.append(f"podgraft: {message}; not injected")
-            failed.append(Decision(policy.name, False, f"render error: {exc}"))
+            failed.append(PolicyDecision(policy.name, False, f"render error: {exc}"))
     return rendered, warnings, denial, failed
 
 
-def _replace_decisions(selection: Selection, failed: list[Decision]) -> tuple[Decision, ...]:
+def _replace_decisions(selection: Selection, failed: list[PolicyDecision]) -> tuple[PolicyDecision, ...]:
     by_name = {d.policy: d for d in failed}
     return tuple(by_name.get(d.policy, d) for d in selection.decisions)
 

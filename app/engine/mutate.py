@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
+from app.engine.config import EngineConfig
+from app.engine.podview import copied_dict, copied_list, names
 from app.engine.policyset import CompiledPolicy
-from app.engine.select import EngineConfig
 
 Pod = dict[str, Any]
 
@@ -37,21 +38,9 @@ class Outcome:
     items: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (policy, kind, item)
 
 
-def _list(value: object) -> list[Any]:
-    return list(value) if isinstance(value, list) else []
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _names(items: list[Any]) -> set[str]:
-    return {item["name"] for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)}
-
-
 def _ports(container: Mapping[str, Any]) -> list[tuple[int, str]]:
     found = []
-    for port in _list(container.get("ports")):
+    for port in copied_list(container.get("ports")):
         if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
             found.append((port["containerPort"], str(port.get("protocol") or "TCP")))
     return found
@@ -60,8 +49,8 @@ def _ports(container: Mapping[str, Any]) -> list[tuple[int, str]]:
 def working_copy(pod: Mapping[str, Any]) -> Pod:
     """A shallow copy of the pod whose metadata and spec can be edited without touching the original."""
     copy = dict(pod)
-    copy["metadata"] = _dict(pod.get("metadata"))
-    copy["spec"] = _dict(pod.get("spec"))
+    copy["metadata"] = copied_dict(pod.get("metadata"))
+    copy["spec"] = copied_dict(pod.get("spec"))
     return copy
 
 
@@ -83,7 +72,7 @@ class _PodEditor:
         # The pod's own app containers: env and mounts go there, never into helpers injected earlier.
         self.own = [
             index
-            for index, c in enumerate(_list(self.spec.get("containers")))
+            for index, c in enumerate(copied_list(self.spec.get("containers")))
             if not (isinstance(c, dict) and c.get("name") in injected_before)
         ]
         self.injected_names: list[str] = []
@@ -94,11 +83,11 @@ class _PodEditor:
         self.first_count = 0  # init containers injected after them, before the pod's own
 
     # --- helpers
-    def all_container_names(self) -> set[str]:
+    def all_containernames(self) -> set[str]:
         return (
-            _names(_list(self.spec.get("initContainers")))
-            | _names(_list(self.spec.get("containers")))
-            | _names(_list(self.spec.get("ephemeralContainers")))
+            names(copied_list(self.spec.get("initContainers")))
+            | names(copied_list(self.spec.get("containers")))
+            | names(copied_list(self.spec.get("ephemeralContainers")))
         )
 
     def running_ports(self) -> dict[tuple[int, str], str]:
@@ -106,10 +95,10 @@ class _PodEditor:
         used: dict[tuple[int, str], str] = {}
         running = [
             c
-            for c in _list(self.spec.get("initContainers"))
+            for c in copied_list(self.spec.get("initContainers"))
             if isinstance(c, dict) and c.get("restartPolicy") == "Always"
         ]
-        running += [c for c in _list(self.spec.get("containers")) if isinstance(c, dict)]
+        running += [c for c in copied_list(self.spec.get("containers")) if isinstance(c, dict)]
         for container in running:
             for port in _ports(container):
                 used.setdefault(port, str(container.get("name")))
@@ -140,11 +129,11 @@ class _PodEditor:
         self, policy: CompiledPolicy, containers: list[dict[str, Any]], *, where: str, long_running: bool
     ) -> None:
         for container in containers:
-            if container["name"] in self.all_container_names():
+            if container["name"] in self.all_containernames():
                 self.warn(policy, f"a container named {container['name']!r} already exists; not injected")
                 continue
-            volumes = _names(_list(self.spec.get("volumes")))
-            missing = sorted({m["name"] for m in _list(container.get("volumeMounts"))} - volumes)
+            volumes = names(copied_list(self.spec.get("volumes")))
+            missing = sorted({m["name"] for m in copied_list(container.get("volumeMounts"))} - volumes)
             if missing:
                 self.warn(
                     policy,
@@ -161,11 +150,11 @@ class _PodEditor:
         self.changes += 1
         self.injected_names.append(container["name"])
         if where == "containers":
-            containers = _list(self.spec.get("containers"))
+            containers = copied_list(self.spec.get("containers"))
             containers.append(container)
             self.spec["containers"] = containers
             return
-        inits = _list(self.spec.get("initContainers"))
+        inits = copied_list(self.spec.get("initContainers"))
         if where == "native":
             inits.insert(self.native_count, container)
             self.native_count += 1
@@ -178,7 +167,7 @@ class _PodEditor:
 
     # --- pod-level lists and maps
     def add_volumes(self, policy: CompiledPolicy, volumes: list[dict[str, Any]]) -> None:
-        existing = {v.get("name"): v for v in _list(self.spec.get("volumes")) if isinstance(v, dict)}
+        existing = {v.get("name"): v for v in copied_list(self.spec.get("volumes")) if isinstance(v, dict)}
         added = []
         for volume in volumes:
             current = existing.get(volume["name"])
@@ -191,12 +180,12 @@ class _PodEditor:
                 )
         if added:
             self.changes += 1
-            self.spec["volumes"] = _list(self.spec.get("volumes")) + added
+            self.spec["volumes"] = copied_list(self.spec.get("volumes")) + added
 
     def _own_container(self, index: int) -> dict[str, Any]:
         """The pod's container at `index`, copied (once) so it can be edited."""
         if not self._containers_copied:
-            self.spec["containers"] = _list(self.spec.get("containers"))
+            self.spec["containers"] = copied_list(self.spec.get("containers"))
             self._containers_copied = True
         containers = self.spec["containers"]
         if index not in self._copied:
@@ -208,7 +197,7 @@ class _PodEditor:
     def add_mounts(self, policy: CompiledPolicy, mounts: list[dict[str, Any]], targets: list[int]) -> None:
         if not mounts:
             return
-        volumes = _names(_list(self.spec.get("volumes")))
+        volumes = names(copied_list(self.spec.get("volumes")))
         for mount in mounts:
             if mount["name"] not in volumes:
                 self.warn(policy, f"volumeMount {mount['name']!r} names no volume of the pod; not mounted")
@@ -217,7 +206,7 @@ class _PodEditor:
                 container = self.spec["containers"][index]
                 if not isinstance(container, dict):
                     continue
-                current = _list(container.get("volumeMounts"))
+                current = copied_list(container.get("volumeMounts"))
                 same_path = [
                     m for m in current if isinstance(m, dict) and m.get("mountPath") == mount["mountPath"]
                 ]
@@ -239,7 +228,7 @@ class _PodEditor:
             container = self.spec["containers"][index]
             if not isinstance(container, dict):
                 continue
-            current = _list(container.get("env"))
+            current = copied_list(container.get("env"))
             by_name = {e.get("name"): e for e in current if isinstance(e, dict)}
             added = []
             for var in env:
@@ -259,7 +248,7 @@ class _PodEditor:
     def add_map(
         self, policy: CompiledPolicy, key: str, values: Mapping[str, str], reserved: set[str]
     ) -> None:
-        current = _dict(self.meta.get(key))
+        current = copied_dict(self.meta.get(key))
         changed = False
         for name, value in values.items():
             if name in reserved:
@@ -274,9 +263,9 @@ class _PodEditor:
             self.meta[key] = current
 
     def add_pull_secrets(self, secrets: list[dict[str, Any]]) -> None:
-        current = _list(self.spec.get("imagePullSecrets"))
-        names = _names(current)
-        added = [s for s in secrets if s["name"] not in names]
+        current = copied_list(self.spec.get("imagePullSecrets"))
+        present = names(current)
+        added = [s for s in secrets if s["name"] not in present]
         if added:
             self.changes += 1
             self.spec["imagePullSecrets"] = current + added
@@ -343,7 +332,7 @@ def mutate_pod(
                 f"podgraft: policy {policy.name!r}: nothing left to inject after conflicts"
             )
     if outcome.injected:
-        annotations = _dict(copy["metadata"].get("annotations"))
+        annotations = copied_dict(copy["metadata"].get("annotations"))
         annotations[config.status_annotation] = status_value(
             previous_status, outcome.injected, [*previous_containers, *editor.injected_names]
         )
@@ -367,9 +356,9 @@ def mutate_ephemeral(
     """
     outcome = Outcome()
     copy = working_copy(pod)
-    old_names = _names(_list(_dict(old_pod.get("spec")).get("ephemeralContainers")))
-    volumes = _names(_list(copy["spec"].get("volumes")))
-    containers = _list(copy["spec"].get("ephemeralContainers"))
+    old_names = names(copied_list(copied_dict(old_pod.get("spec")).get("ephemeralContainers")))
+    volumes = names(copied_list(copy["spec"].get("volumes")))
+    containers = copied_list(copy["spec"].get("ephemeralContainers"))
     for index, container in enumerate(containers):
         if not isinstance(container, dict) or container.get("name") in old_names:
             continue
@@ -383,7 +372,7 @@ def mutate_ephemeral(
                     f"container {container.get('name')!r}; allowed: {', '.join(allowed)}"
                 )
                 continue
-            _graft_ephemeral(updated, policy, spec, volumes, outcome)
+            _apply_rules_to_container(updated, policy, spec, volumes, outcome)
         if updated != container:
             containers[index] = updated
             copy["spec"]["ephemeralContainers"] = containers
@@ -391,7 +380,7 @@ def mutate_ephemeral(
     return copy, outcome
 
 
-def _graft_ephemeral(
+def _apply_rules_to_container(
     container: dict[str, Any],
     policy: CompiledPolicy,
     spec: Mapping[str, Any],
@@ -399,7 +388,7 @@ def _graft_ephemeral(
     outcome: Outcome,
 ) -> None:
     name = container.get("name")
-    mounts = _list(container.get("volumeMounts"))
+    mounts = copied_list(container.get("volumeMounts"))
     paths = {m.get("mountPath") for m in mounts if isinstance(m, dict)}
     for mount in spec.get("volumeMounts", []):
         if mount["name"] not in volumes:
@@ -412,8 +401,8 @@ def _graft_ephemeral(
             paths.add(mount["mountPath"])
     if mounts:
         container["volumeMounts"] = mounts
-    env = _list(container.get("env"))
-    names = _names(env)
-    env += [var for var in spec.get("env", []) if var["name"] not in names]
+    env = copied_list(container.get("env"))
+    present = names(env)
+    env += [var for var in spec.get("env", []) if var["name"] not in present]
     if env:
         container["env"] = env

@@ -27,8 +27,9 @@ from typing import Any
 
 import orjson
 
+from app.engine.config import EngineConfig
+from app.engine.podview import as_mapping, string_map
 from app.engine.policyset import CompiledPolicy, PolicySet, selector_matches
-from app.engine.render import as_mapping, string_map
 from app.policy.model import DNS1123_LABEL, Match
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -39,21 +40,7 @@ MAX_REQUESTED = 32
 
 
 @dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """The engine's view of the settings: names and defaults, nothing else."""
-
-    inject_annotation: str = "podgraft.io/inject"
-    status_annotation: str = "podgraft.io/status"
-    namespace_label: str = "podgraft.io/injection"
-    never_namespaces: frozenset[str] = frozenset(
-        ["kube-system", "kube-public", "kube-node-lease", "podgraft"]
-    )
-    sidecar_mode: str = "auto"  # native | classic | auto
-    native_sidecars_supported: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
+class PolicyDecision:
     """What happened to one policy, and why (for warnings, metrics and `inject --explain`)."""
 
     policy: str
@@ -64,7 +51,7 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class Selection:
     policies: tuple[CompiledPolicy, ...] = ()
-    decisions: tuple[Decision, ...] = ()
+    decisions: tuple[PolicyDecision, ...] = ()
     warnings: tuple[str, ...] = ()
     skip_reason: str | None = None  # the whole pod is left alone, and why
     skip_code: str | None = None  # short metric label for skip_reason
@@ -186,13 +173,13 @@ def select_policies(
         return Selection(skip_code=skip[0], skip_reason=skip[1])
 
     names, warnings = requested_names(annotations.get(config.inject_annotation, ""))
-    decisions: list[Decision] = []
+    decisions: list[PolicyDecision] = []
     candidates: dict[str, tuple[CompiledPolicy, str]] = {}
     for name in names:
         policy = policies.by_name.get(name)
         if policy is None:
             warnings.append(f"podgraft: requested policy {name!r} does not exist; nothing injected for it")
-            decisions.append(Decision(name, False, "requested, but no such policy"))
+            decisions.append(PolicyDecision(name, False, "requested, but no such policy"))
         else:
             candidates[name] = (policy, f"requested by {config.inject_annotation}")
     for policy in policies.match_candidates(annotations, labels):
@@ -211,14 +198,15 @@ def select_policies(
             if policy.required:
                 denial = denial or f"podgraft: required {message}"
             warnings.append(f"podgraft: {message}; not injected")
-            decisions.append(Decision(name, False, f"{why}; {message}"))
+            decisions.append(PolicyDecision(name, False, f"{why}; {message}"))
         elif injected.get(name) == policy.content_hash:
-            decisions.append(Decision(name, False, f"{why}; already injected (hash {policy.content_hash})"))
+            reason = f"{why}; already injected (hash {policy.content_hash})"
+            decisions.append(PolicyDecision(name, False, reason))
         else:
             chosen.append(policy)
-            decisions.append(Decision(name, True, why))
+            decisions.append(PolicyDecision(name, True, why))
     for name in sorted(set(policies.by_name) - set(candidates)) if explain else ():
-        decisions.append(Decision(name, False, "not requested and its match rules do not fit"))
+        decisions.append(PolicyDecision(name, False, "not requested and its match rules do not fit"))
     return Selection(
         policies=tuple(chosen),
         decisions=tuple(decisions),

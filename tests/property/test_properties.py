@@ -17,7 +17,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from app.admission import decide, parse_review
-from app.engine.select import EngineConfig
+from app.engine.config import EngineConfig
 from app.policy.store import PolicyStore
 from tests.conftest import apply_patch, assert_valid_pod, decode_patch, make_review
 

@@ -26,7 +26,7 @@ from app.admission import (
     patched,
     review,
 )
-from app.engine.select import EngineConfig
+from app.engine.config import EngineConfig
 from tests.conftest import apply_patch, decode_patch, make_review
 from tests.unit.builders import compiled, pod, policy_set
 

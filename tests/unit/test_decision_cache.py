@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from app.admission import AdmissionRequest, DecisionCache, decide, parse_review
-from app.engine.select import EngineConfig
+from app.engine.config import EngineConfig
 from app.policy.store import PolicyStore
 from tests.conftest import EXAMPLE_POLICIES, make_review
 

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from app.engine.config import EngineConfig
 from app.engine.mutate import image_allowed, mutate_ephemeral, mutate_pod, status_value
 from app.engine.policyset import CompiledPolicy
-from app.engine.select import EngineConfig
 from app.settings import Settings
 from tests.unit.builders import compiled, pod
 

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from app.engine import select as select_module
+from app.engine.config import EngineConfig
 from app.engine.policyset import PolicySet
 from app.engine.select import (
     MAX_REQUESTED,
-    EngineConfig,
     Selection,
     read_status,
     requested_names,
