@@ -14,7 +14,7 @@ from typing import Any
 
 def as_mapping(value: object) -> Mapping[str, Any]:
     """`value` if it is a mapping, else an empty one."""
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, (dict, Mapping)) else {}
 
 
 def as_list(value: object) -> list[Any]:
