@@ -119,9 +119,9 @@ def inject_pod(
     decisions = _replace_decisions(selection, failed)
     denial = selection.denial or denial
     all_warnings = [*selection.warnings, *warnings]
-    if denial is not None or not rendered:
-        return InjectionResult(warnings=tuple(all_warnings), denial=denial, decisions=decisions)
     annotations = as_mapping(as_mapping(original.get("metadata")).get("annotations"))
+    if denial is not None or not (rendered or config.status_annotation in annotations):
+        return InjectionResult(warnings=tuple(all_warnings), denial=denial, decisions=decisions)
     mutated, outcome = mutate_pod(
         original, rendered, config=config, claims=read_status(annotations, config.status_annotation)
     )

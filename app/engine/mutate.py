@@ -11,7 +11,8 @@ Each selected policy, in order, is planned against the pod as the policies befor
 - anything else is applied: items added, and (for a pod whose status names the policy) the items of
   an older version replaced by the live ones.
 
-The status annotation then lists the policies present and current, with their hashes.
+The status annotation then lists the policies present and current, with their hashes; one the pod
+brought that says anything else is replaced (or removed, when no policy is present).
 
 The original pod is never modified. The mutated pod shares every subtree it does not change with
 the original (so the patch builder compares little), and each changed container, list or map is a
@@ -232,8 +233,8 @@ def mutate_pod(
     claims: Mapping[str, str],
 ) -> tuple[Pod, Outcome]:
     """Apply every rendered policy, in order, whole or not at all, to a copy of `pod`; record the
-    ones present and current in the status annotation. `claims`: what the pod's status annotation
-    says was injected (name -> hash), see `presence`."""
+    ones present and current in the status annotation, and nothing else (a claim the pod brought
+    goes). `claims`: what the pod's status annotation says was injected (name -> hash)."""
     outcome = Outcome()
     copy = working_copy(pod)
     editor = _PodEditor(copy)
@@ -256,10 +257,7 @@ def mutate_pod(
         containers += _rendered_containers(spec)
         if state != "current":
             outcome.injected.append(policy)
-    if rendered:
-        _write_status(
-            editor, config.status_annotation, status_value(present, containers) if present else None
-        )
+    _write_status(editor, config.status_annotation, status_value(present, containers) if present else None)
     return copy, outcome
 
 

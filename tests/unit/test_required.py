@@ -368,3 +368,12 @@ def test_a_pod_copied_with_an_older_version_is_updated_with_one_clear_warning() 
     assert recorded["policies"] == [{"name": "log-shipper", "hash": SHIPPER.content_hash}]
     assert updated == patched(subject, run(subject)), "the same pod as a fresh injection of the live version"
     assert run(updated).patch == []
+
+
+def test_a_status_the_pod_brings_is_never_left_to_lie() -> None:
+    forged = status(("mesh-proxy", MESH.content_hash), containers=("mesh-proxy",))
+    subject = pod(annotations={STATUS: forged, "a": "1"}, containers=[APP])
+    cleaned = patched(subject, run(subject))
+    assert cleaned["metadata"]["annotations"] == {"a": "1"}, "no policy applies to it: nothing is injected"
+    opted_out = pod(annotations={STATUS: forged, INJECT: "false"}, containers=[APP])
+    assert run(opted_out).patch == [], "a pod that opts out is not touched at all"
