@@ -265,8 +265,8 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         choices=["native", "classic", "auto"],
         help="how sidecars of policies without spec.sidecarMode are injected: native (init containers "
         "with restartPolicy Always, Kubernetes >= 1.29), classic (extra containers), or auto (default: "
-        "native when --kubernetes-version is 1.29 or later, else classic). A classic sidecar is never "
-        "put into a pod that must complete (restartPolicy Never or OnFailure: Jobs, CronJobs)",
+        "native when --kubernetes-version is 1.29 or later, else classic). Under auto, a pod that must "
+        "complete (restartPolicy Never or OnFailure: Jobs, CronJobs) never gets a classic sidecar",
     )
     parser.add_argument(
         "--kubernetes-version", help="cluster version `auto` sidecars compare with (e.g. 1.30)"

@@ -35,11 +35,23 @@ from typing import Any, Literal, NamedTuple
 from app.engine.config import EngineConfig
 from app.engine.podview import as_list, as_mapping, copied_dict, copied_list, names
 from app.engine.policyset import CompiledPolicy
-from app.engine.presence import Edit, Plan, classic_helpers, plan_policy
+from app.engine.presence import Edit, Plan, classic_helpers, plan_policy, sidecar_choice
 from app.engine.status import status_value
 
 Pod = dict[str, Any]
-State = Literal["injected", "updated", "current", "conflict"]
+State = Literal["injected", "updated", "current", "conflict", "nothing"]
+# What a policy puts into a pod when it is created (its `ephemeral` rules wait for `kubectl debug`).
+INJECTED_AT_CREATION = (
+    "initContainers",
+    "sidecars",
+    "containers",
+    "volumes",
+    "volumeMounts",
+    "env",
+    "annotations",
+    "labels",
+    "imagePullSecrets",
+)
 
 
 class PolicyResult(NamedTuple):
@@ -57,6 +69,8 @@ class PolicyResult(NamedTuple):
             return f"{verb}: {'; '.join(self.plan.conflicts)}"
         if self.state == "current":
             return f"already injected and current (hash {self.policy.content_hash})"
+        if self.state == "nothing":
+            return "nothing to inject at creation (its ephemeral rules apply to kubectl debug)"
         done = f"updated from version {self.claimed}" if self.state == "updated" else "injected"
         added = [self._describe(edit) for edit in self.plan.edits if edit.kind == "container"]
         return f"{done}: {', '.join(added)}" if added else done
@@ -243,6 +257,9 @@ def mutate_pod(
     present: dict[str, str] = {}
     containers: list[str] = []
     for policy, spec in rendered:
+        if not any(spec.get(key) for key in INJECTED_AT_CREATION):
+            outcome.results.append(PolicyResult(policy, "nothing", Plan(sidecar_choice(policy, config))))
+            continue
         claimed = claims.get(policy.name)
         plan = plan_policy(
             copy, policy, spec, config=config, claimed=claimed is not None, earlier=applied, helpers=helpers

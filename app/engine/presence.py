@@ -44,6 +44,7 @@ class SidecarChoice:
 
     native: bool
     reason: str
+    explicit: bool = False  # the mode was set (native or classic), not resolved from `auto`
 
 
 def sidecar_choice(policy: CompiledPolicy, config: EngineConfig) -> SidecarChoice:
@@ -58,7 +59,7 @@ def _sidecar_choice(mode: str | None, default: str, supported: bool) -> SidecarC
     source = "sidecarMode" if mode is not None else "default sidecarMode"
     mode = mode or default
     if mode != "auto":
-        return SidecarChoice(mode == "native", f"{source} {mode}")
+        return SidecarChoice(mode == "native", f"{source} {mode}", explicit=True)
     if supported:
         return SidecarChoice(True, f"{source} auto: the cluster has native sidecars")
     return SidecarChoice(False, f"{source} auto: no native sidecars before Kubernetes 1.29")
@@ -301,15 +302,24 @@ class _Planner:
         return len(self.plan.edits) > edits
 
     def check_completion(self, sidecars: list[Mapping[str, Any]]) -> None:
-        """A classic sidecar never exits, so a pod that must complete (a Job's) never does."""
+        """A classic sidecar that does not exit by itself keeps a pod that must complete (a Job's)
+        running for ever. Under `auto` that is a conflict (the cluster has no native sidecars); a
+        classic mode someone chose explicitly is injected, with a warning."""
         restart = self.spec.get("restartPolicy")
         if restart not in RUN_TO_COMPLETION:
             return
+        choice = self.plan.sidecars
         for sidecar in sidecars:
-            self.conflict(
-                f"sidecar {sidecar['name']!r} would be a classic container, which keeps this pod "
-                f"(restartPolicy {restart}) from completing; {self.plan.sidecars.reason}"
-            )
+            if choice.explicit:
+                self.plan.notes.append(
+                    f"sidecar {sidecar['name']!r} is a classic container ({choice.reason}): unless it exits "
+                    f"by itself, it keeps this pod (restartPolicy {restart}) from completing"
+                )
+            else:
+                self.conflict(
+                    f"sidecar {sidecar['name']!r} would be a classic container, which keeps this pod "
+                    f"(restartPolicy {restart}) from completing; {choice.reason}"
+                )
 
     def check_ports(self, started: list[Mapping[str, Any]]) -> None:
         if not any("ports" in container for container in started):

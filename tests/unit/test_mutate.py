@@ -725,3 +725,14 @@ def test_ephemeral_old_pod_of_odd_shape() -> None:
 )
 def test_image_allowed(image: str, patterns: list[str], allowed: bool) -> None:
     assert image_allowed(image, patterns) is allowed
+
+
+def test_a_policy_with_only_ephemeral_rules_injects_nothing_at_creation_and_is_not_recorded() -> None:
+    result, outcome = mutate(pod(), RULES)
+    assert result == pod()
+    assert outcome.warnings == []
+    assert [r.state for r in outcome.results] == ["nothing"]
+    assert (
+        outcome.results[0].detail()
+        == "nothing to inject at creation (its ephemeral rules apply to kubectl debug)"
+    )

@@ -267,16 +267,29 @@ def test_a_job_pod_on_a_cluster_without_native_sidecars_is_warned_and_not_given_
     assert warning.endswith("; sidecarMode auto: no native sidecars before Kubernetes 1.29")
 
 
-def test_a_required_classic_sidecar_in_a_job_pod_denies() -> None:
-    classic = policy_set(
-        compiled(
-            "proxy", required=True, sidecarMode="classic", sidecars=[{"name": "proxy", "image": "envoy:1"}]
-        )
+def test_a_required_sidecar_that_cannot_be_native_in_a_job_pod_denies() -> None:
+    required = policy_set(compiled("proxy", required=True, sidecars=[{"name": "proxy", "image": "envoy:1"}]))
+    result = run(
+        pod(annotations={INJECT: "proxy"}, containers=[APP], restartPolicy="Never"), required, OLD_CLUSTER
     )
-    result = run(pod(annotations={INJECT: "proxy"}, containers=[APP], restartPolicy="Never"), classic)
-    assert result.denial is not None
-    assert result.denial.startswith("podgraft: required policy 'proxy' cannot be applied: sidecar 'proxy' ")
-    assert "sidecarMode classic" in result.denial
+    assert result.denial == (
+        "podgraft: required policy 'proxy' cannot be applied: sidecar 'proxy' would be a classic container, "
+        "which keeps this pod (restartPolicy Never) from completing; default sidecarMode auto: no native "
+        "sidecars before Kubernetes 1.29"
+    )
+
+
+def test_an_explicitly_classic_sidecar_in_a_job_pod_is_injected_with_a_warning() -> None:
+    classic = policy_set(
+        compiled("proxy", sidecarMode="classic", sidecars=[{"name": "proxy", "image": "envoy:1"}])
+    )
+    subject = pod(annotations={INJECT: "proxy"}, containers=[APP], restartPolicy="OnFailure")
+    result = run(subject, classic)
+    assert names(patched(subject, result)["spec"]["containers"]) == ["app", "proxy"]
+    assert result.warnings == (
+        "podgraft: policy 'proxy': sidecar 'proxy' is a classic container (sidecarMode classic): unless it "
+        "exits by itself, it keeps this pod (restartPolicy OnFailure) from completing",
+    )
 
 
 def test_the_decision_says_which_sidecar_mode_and_why() -> None:
