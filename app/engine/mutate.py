@@ -40,18 +40,6 @@ from app.engine.status import status_value
 
 Pod = dict[str, Any]
 State = Literal["injected", "updated", "current", "conflict", "nothing"]
-# What a policy puts into a pod when it is created (its `ephemeral` rules wait for `kubectl debug`).
-INJECTED_AT_CREATION = (
-    "initContainers",
-    "sidecars",
-    "containers",
-    "volumes",
-    "volumeMounts",
-    "env",
-    "annotations",
-    "labels",
-    "imagePullSecrets",
-)
 
 
 class PolicyResult(NamedTuple):
@@ -257,7 +245,7 @@ def mutate_pod(
     present: dict[str, str] = {}
     containers: list[str] = []
     for policy, spec in rendered:
-        if not any(spec.get(key) for key in INJECTED_AT_CREATION):
+        if not policy.creates:
             outcome.results.append(PolicyResult(policy, "nothing", Plan(sidecar_choice(policy, config))))
             continue
         claimed = claims.get(policy.name)

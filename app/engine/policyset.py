@@ -30,6 +30,7 @@ class CompiledPolicy:
     spec: Mapping[str, Any]
     content_hash: str
     templated: bool
+    creates: bool  # injects something when a pod is created (not only `ephemeral` rules)
 
     @property
     def required(self) -> bool:
@@ -75,6 +76,20 @@ def content_hash(policy: InjectionPolicy) -> str:
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 
+# What a policy puts into a pod when it is created (its `ephemeral` rules wait for `kubectl debug`).
+INJECTED_AT_CREATION = (
+    "initContainers",
+    "sidecars",
+    "containers",
+    "volumes",
+    "volumeMounts",
+    "env",
+    "annotations",
+    "labels",
+    "imagePullSecrets",
+)
+
+
 def compile_policy(policy: InjectionPolicy, *, source: str) -> CompiledPolicy:
     """Pre-parse templates and hash the policy. Raises `RenderError` on a template syntax error."""
     raw = policy.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -86,6 +101,7 @@ def compile_policy(policy: InjectionPolicy, *, source: str) -> CompiledPolicy:
         spec=MappingProxyType(compiled),
         content_hash=content_hash(policy),
         templated=has_templates(compiled),
+        creates=any(raw.get(key) for key in INJECTED_AT_CREATION),
     )
 
 
