@@ -11,8 +11,8 @@ from typing import Any, TextIO
 import jsonpatch
 import yaml
 
+from app.engine.config import EngineConfig
 from app.engine.inject import InjectionResult, inject_pod
-from app.engine.select import EngineConfig
 from app.settings import Settings
 from app.sources.directory import read_directory
 from app.sources.store import PolicyStore
@@ -109,8 +109,10 @@ def _as_pod(document: dict[str, Any], template: dict[str, Any]) -> dict[str, Any
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec") or {}}
 
 
-def _explain(out: TextIO, title: str, result: InjectionResult) -> None:
+def _explain(out: TextIO, title: str, result: InjectionResult, *, opt_in_checked: bool) -> None:
     out.write(f"{title}:\n")
+    if not opt_in_checked and not result.skip_reason:
+        out.write("  (the namespace opt-in was not checked: no --namespace-label given)\n")
     if result.skip_reason:
         out.write(f"  skipped: {result.skip_reason}\n")
     for decision in result.decisions:
@@ -154,7 +156,7 @@ def inject_documents(
             f"{document.get('kind')}/{meta.get('name') or meta.get('generateName') or '?'} (namespace {ns})"
         )
         if explain is not None:
-            _explain(explain, title, result)
+            _explain(explain, title, result, opt_in_checked=namespace_labels is not None)
         if result.denial:
             denials.append(f"{title}: {result.denial}")
         if not result.patch or result.denial:
@@ -258,7 +260,14 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policies", type=Path, help="directory of policy YAML files (default examples/policies)"
     )
-    parser.add_argument("--sidecar-mode", choices=["native", "classic", "auto"])
+    parser.add_argument(
+        "--sidecar-mode",
+        choices=["native", "classic", "auto"],
+        help="how sidecars of policies without spec.sidecarMode are injected: native (init containers "
+        "with restartPolicy Always, Kubernetes >= 1.29), classic (extra containers), or auto (default: "
+        "native when --kubernetes-version is 1.29 or later, else classic). Under auto, a pod that must "
+        "complete (restartPolicy Never or OnFailure: Jobs, CronJobs) never gets a classic sidecar",
+    )
     parser.add_argument(
         "--kubernetes-version", help="cluster version `auto` sidecars compare with (e.g. 1.30)"
     )
@@ -294,7 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="labels of the namespace (enables opt-in and namespaceSelector checks)",
     )
-    inject.add_argument("--explain", action="store_true", help="say on stderr why each policy applied or not")
+    inject.add_argument(
+        "--explain",
+        action="store_true",
+        help="say on stderr, per pod, why each policy applied or not and which containers it added",
+    )
     inject.set_defaults(func=cmd_inject)
 
     policy = commands.add_parser("policy", help="policy tools").add_subparsers(

@@ -36,8 +36,8 @@ from app.admission.cache import DecisionCache
 from app.admission.decide import Verdict
 from app.admission.responses import allowed, bad_review_body, errored, review
 from app.admission.review import V1, AdmissionRequest, BadReview, parse_review
+from app.engine.config import EngineConfig
 from app.engine.policyset import PolicySet
-from app.engine.select import EngineConfig
 from app.retry import Backoff
 from app.settings import Settings
 from app.sources import NamespaceLookup, PolicySource
