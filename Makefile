@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint typecheck unit integration e2e chart bench certs clean venv
+.PHONY: run test lint typecheck unit integration e2e node chart bench certs clean venv
 
 venv: $(STAMP)
 
@@ -47,7 +47,11 @@ e2e: $(STAMP)
 chart: $(STAMP)
 	$(BIN)/pytest -q tests/chart
 
-# Every tier: lint, types, then all tests (unit, golden, property, integration, chart, e2e).
+# A real node (root): containerd, runc and the CNI plugins from Debian, installed by hack/node/setup.sh.
+node: $(STAMP)
+	$(BIN)/pytest -q tests/node
+
+# Every tier: lint, types, then all tests (unit, golden, property, integration, chart, e2e, node).
 test: lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider tests
 

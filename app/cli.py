@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import jsonpatch
 import yaml
 
+from app.engine.config import EngineConfig
 from app.engine.inject import InjectionResult, inject_pod
-from app.engine.select import EngineConfig
 from app.policy.model import PolicyError
 from app.settings import Settings
 from app.sources.directory import read_directory
@@ -140,8 +141,10 @@ def _as_pod(document: dict[str, Any], template: dict[str, Any]) -> dict[str, Any
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec") or {}}
 
 
-def _explain(out: TextIO, title: str, result: InjectionResult) -> None:
+def _explain(out: TextIO, title: str, result: InjectionResult, *, opt_in_checked: bool) -> None:
     out.write(f"{title}:\n")
+    if not opt_in_checked and not result.skip_reason:
+        out.write("  (the namespace opt-in was not checked: no --namespace-label given)\n")
     if result.skip_reason:
         out.write(f"  skipped: {result.skip_reason}\n")
     for decision in result.decisions:
@@ -185,7 +188,7 @@ def inject_documents(
             f"{document.get('kind')}/{meta.get('name') or meta.get('generateName') or '?'} (namespace {ns})"
         )
         if explain is not None:
-            _explain(explain, title, result)
+            _explain(explain, title, result, opt_in_checked=namespace_labels is not None)
         if result.denial:
             denials.append(f"{title}: {result.denial}")
         if not result.patch or result.denial:
@@ -265,22 +268,35 @@ def _warn(message: str) -> None:
     _err(f"warning: {message}")
 
 
-def _objects_from_file(
-    source: str,
-) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], tuple[str, str]]]:
-    """Pods, and the owners of ReplicaSets and Jobs, from manifests or `kubectl get ... -o json` Lists."""
+@dataclass(frozen=True, slots=True)
+class _FileObjects:
+    pods: list[dict[str, Any]]
+    parents: dict[tuple[str, str, str], tuple[str, str]]
+    namespaces: dict[str, dict[str, str]] | None  # labels, when the file holds Namespaces
+
+
+def _objects_from_file(source: str) -> _FileObjects:
+    """Pods, the owners of ReplicaSets and Jobs and the Namespaces' labels, from manifests or
+    `kubectl get namespaces,replicasets,jobs,pods -A -o yaml|json` Lists."""
     from app.audit.owners import parent_index
 
-    items: list[dict[str, Any]] = []
+    items: list[Any] = []
     for document in _read_manifests(source):
         if isinstance(document, dict):
             items += document.get("items") or [] if document.get("kind") == "List" else [document]
-    objects = [item for item in items if isinstance(item, dict)]
-    parents = {
-        **parent_index([o for o in objects if o.get("kind") == "ReplicaSet"], "ReplicaSet"),
-        **parent_index([o for o in objects if o.get("kind") == "Job"], "Job"),
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        if isinstance(item, dict):
+            by_kind.setdefault(str(item.get("kind")), []).append(item)
+    namespaces = {
+        str((ns.get("metadata") or {}).get("name")): dict((ns.get("metadata") or {}).get("labels") or {})
+        for ns in by_kind.get("Namespace", [])
     }
-    return [o for o in objects if o.get("kind") == "Pod"], parents
+    parents = {
+        **parent_index(by_kind.get("ReplicaSet", []), "ReplicaSet"),
+        **parent_index(by_kind.get("Job", []), "Job"),
+    }
+    return _FileObjects(by_kind.get("Pod", []), parents, namespaces or None)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -318,7 +334,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         pods: Iterable[Mapping[str, Any]]
         parents: ParentIndex
         if args.file is not None:
-            pods, parents = _objects_from_file(args.file)
+            found = _objects_from_file(args.file)
+            pods, parents, labels = found.pods, found.parents, found.namespaces
         else:
             assert inventory is not None
             namespace = (
@@ -379,7 +396,14 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policies", type=Path, help="directory of policy YAML files (default examples/policies)"
     )
-    parser.add_argument("--sidecar-mode", choices=["native", "classic", "auto"])
+    parser.add_argument(
+        "--sidecar-mode",
+        choices=["native", "classic", "auto"],
+        help="how sidecars of policies without spec.sidecarMode are injected: native (init containers "
+        "with restartPolicy Always, Kubernetes >= 1.29), classic (extra containers), or auto (default: "
+        "native when --kubernetes-version is 1.29 or later, else classic). Under auto, a pod that must "
+        "complete (restartPolicy Never or OnFailure: Jobs, CronJobs) never gets a classic sidecar",
+    )
     parser.add_argument(
         "--kubernetes-version", help="cluster version `auto` sidecars compare with (e.g. 1.30)"
     )
@@ -448,7 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="labels of the namespace (enables opt-in and namespaceSelector checks)",
     )
-    inject.add_argument("--explain", action="store_true", help="say on stderr why each policy applied or not")
+    inject.add_argument(
+        "--explain",
+        action="store_true",
+        help="say on stderr, per pod, why each policy applied or not and which containers it added",
+    )
     inject.set_defaults(func=cmd_inject)
 
     _audit_parser(commands)

@@ -31,7 +31,7 @@ from app.admission.engine import engine_config
 from app.admission.responses import allowed, bad_review_body, errored, review
 from app.admission.review import V1, AdmissionRequest, BadReview, parse_review
 from app.audit.census import Census
-from app.engine.select import EngineConfig
+from app.engine.config import EngineConfig
 from app.metrics import CensusCollector, Metrics
 from app.retry import Backoff
 from app.settings import Settings

@@ -85,8 +85,13 @@ def app_pod(namespace: str, deployment: str, index: int) -> dict[str, Any]:
             "labels": {"app": deployment, "pod-template-hash": template_hash},
             "annotations": {"podgraft.io/inject": "wait-for-db,log-shipper"},
             "ownerReferences": [
-                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{deployment}-{template_hash}",
-                 "uid": "rs", "controller": True}
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": f"{deployment}-{template_hash}",
+                    "uid": "rs",
+                    "controller": True,
+                }
             ],
         },
         "spec": {
@@ -112,8 +117,15 @@ def replica_set(namespace: str, deployment: str, pod: dict[str, Any]) -> dict[st
         "metadata": {
             "name": ref["name"],
             "namespace": namespace,
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment, "uid": "d",
-                                 "controller": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment,
+                    "uid": "d",
+                    "controller": True,
+                }
+            ],
         },
     }
 
@@ -130,8 +142,13 @@ def build(pods: int, namespaces: int, live: Any, old: Any) -> tuple[list[dict[st
         pod = app_pod(namespace, deployment, n)
         kind = "missing" if n % 20 < 3 else "stale" if n % 20 < 6 else "current"
         if kind != "missing":
-            result = inject_pod(pod, namespace=namespace, namespace_labels=None,
-                                policies=live if kind == "current" else old, config=config)
+            result = inject_pod(
+                pod,
+                namespace=namespace,
+                namespace_labels=None,
+                policies=live if kind == "current" else old,
+                config=config,
+            )
             assert result.mutated is not None, result.warnings
             pod = copy.deepcopy(dict(result.mutated))
         made[kind] += 1
@@ -142,8 +159,18 @@ def build(pods: int, namespaces: int, live: Any, old: Any) -> tuple[list[dict[st
 
 
 def run_cli(pods_file: Path, policies: Path) -> dict[str, Any]:
-    command = [str(ROOT / ".venv" / "bin" / "podgraft"), "audit", "-f", str(pods_file), "--policies",
-               str(policies), "--kubernetes-version", "1.35", "-o", "json"]
+    command = [
+        str(ROOT / ".venv" / "bin" / "podgraft"),
+        "audit",
+        "-f",
+        str(pods_file),
+        "--policies",
+        str(policies),
+        "--kubernetes-version",
+        "1.35",
+        "-o",
+        "json",
+    ]
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE)
@@ -173,11 +200,13 @@ def census_memory(objects: list[dict[str, Any]], live: Any) -> dict[str, Any]:
     before = tracemalloc.take_snapshot()
     census = Census()
     started = time.perf_counter()
-    census.replace({
-        p["metadata"]["uid"]: item
-        for p in pods
-        if (item := record(audit_pod(p, namespace_labels=None, policies=live, config=config))) is not None
-    })
+    census.replace(
+        {
+            p["metadata"]["uid"]: item
+            for p in pods
+            if (item := record(audit_pod(p, namespace_labels=None, policies=live, config=config))) is not None
+        }
+    )
     seconds = time.perf_counter() - started
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
@@ -217,13 +246,14 @@ def main() -> None:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
         return
     cli, census = results["cli"], results["census"]
-    sys.stdout.write(
-        f"{args.pods} pods in {args.namespaces} namespaces ({results['file_mib']} MiB of JSON), built {made}\n"
-        f"podgraft audit -f: {cli['seconds']} s, peak RSS {cli['peak_rss_mib']} MiB, exit {cli['exit_code']}, "
-        f"states {cli['policy_states']}\n"
-        f"running audit: {census['records']} records keep {census['kept_mib']} MiB "
-        f"(audited in {census['audit_seconds_in_process']} s in process)\n"
-    )
+    lines = [
+        f"{args.pods} pods in {args.namespaces} namespaces ({results['file_mib']} MiB of JSON), built {made}",
+        f"podgraft audit -f: {cli['seconds']} s, peak RSS {cli['peak_rss_mib']} MiB, exit {cli['exit_code']},"
+        f" states {cli['policy_states']}",
+        f"running audit: {census['records']} records keep {census['kept_mib']} MiB"
+        f" (audited in {census['audit_seconds_in_process']} s in process)",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import orjson
 
 from app.admission.decide import Verdict, decide, request_namespace
 from app.admission.review import AdmissionRequest
+from app.engine.config import EngineConfig
 from app.engine.policyset import PolicySet
-from app.engine.select import EngineConfig
 
 
 class DecisionCache:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from app.admission.responses import AdmissionResponse, allowed, denied, patched
 from app.admission.review import AdmissionRequest
+from app.engine.config import EngineConfig
 from app.engine.inject import InjectionResult, graft_ephemeral, inject_pod
 from app.engine.policyset import PolicySet
-from app.engine.select import EngineConfig
 
 
 @dataclass(frozen=True, slots=True)

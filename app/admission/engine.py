@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.engine.select import EngineConfig
+from app.engine.config import EngineConfig
 from app.settings import Settings
 
 

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+
 from app.engine.config import EngineConfig
 from app.engine.podview import as_list, as_mapping, string_map
-from app.engine.presence import InjectionState, injection_state
-from app.engine.status import read_status
-
 from app.engine.policyset import CompiledPolicy, PolicySet
+from app.engine.presence import InjectionState, injection_state
 from app.engine.render import RenderError
 from app.engine.select import requested_names, select_policies
+from app.engine.status import read_status
 
 State = Literal["current", "stale", "missing", "refused", "orphaned"]
 STATES: tuple[State, ...] = ("current", "stale", "missing", "refused", "orphaned")
@@ -175,11 +175,14 @@ def audit_pod(
                 found[decision.policy] = PolicyState(
                     decision.policy, "refused", decision.reason, live_hash=live.content_hash if live else None
                 )
-    else:
+    elif selection.skip_code == "namespace-not-enabled":  # the pod asks, its namespace does not let it
         names, _ = requested_names(annotations.get(config.inject_annotation, ""))
         for requested in names:
             if requested not in recorded:
-                found[requested] = PolicyState(requested, "refused", selection.skip_reason)
+                live = policies.by_name.get(requested)
+                found[requested] = PolicyState(
+                    requested, "refused", selection.skip_reason, live_hash=live.content_hash if live else None
+                )
     for policy_name, recorded_hash in recorded.items():
         if policy_name in found:
             continue

@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 import yaml
-from app.engine.config import EngineConfig
 
 from app.audit.classify import NEEDS_RESTART, STATES, PodAudit, PolicyState, audit_pod
 from app.audit.owners import Owner, ParentIndex, resolve_owner
+from app.engine.config import EngineConfig
 from app.engine.policyset import PolicySet
 
 ROLLOUT_TIMEOUT = "10m"

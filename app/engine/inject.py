@@ -18,13 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.mutate import mutate_ephemeral, mutate_pod
+from app.engine.config import EngineConfig
+from app.engine.mutate import PolicyResult, mutate_ephemeral, mutate_pod
 from app.engine.patch import create_patch, without_managed_fields
 from app.engine.podsecurity import enforced_level, injection_warnings
+from app.engine.podview import as_mapping
 from app.engine.policyset import CompiledPolicy, PolicySet
-from app.engine.render import RenderError, pod_context, render_tree
-from app.engine.select import Decision, EngineConfig, Selection, select_policies
-from app.policy.model import label_value_problem
+from app.engine.render import RenderError
+from app.engine.select import PolicyDecision, Selection, select_policies
+from app.engine.status import read_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,55 +34,49 @@ class InjectionResult:
     patch: list[dict[str, Any]] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
     denial: str | None = None
-    decisions: tuple[Decision, ...] = ()
+    decisions: tuple[PolicyDecision, ...] = ()
     injected: tuple[str, ...] = ()  # names of the policies applied by this patch
     skip_reason: str | None = None
     skip_code: str | None = None
     mutated: Mapping[str, Any] | None = None  # the pod after the patch (None when unchanged)
 
 
-def check_rendered(spec: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What a template can break after validation: label values and images. Raises `RenderError`."""
-    for key, value in (spec.get("labels") or {}).items():
-        problem = label_value_problem(value)
-        if problem:
-            raise RenderError(f"label {key!r} rendered to {problem}")
-    for group in ("initContainers", "sidecars", "containers"):
-        for container in spec.get(group) or []:
-            image = container.get("image", "")
-            if len(image.split()) != 1 or image.strip() != image:
-                raise RenderError(f"container {container['name']!r}: image rendered to {image!r}")
-    return spec
-
-
 def _render_all(
     pod: Mapping[str, Any], namespace: str, policies: tuple[CompiledPolicy, ...]
-) -> tuple[list[tuple[CompiledPolicy, Mapping[str, Any]]], list[str], str | None, list[Decision]]:
+) -> tuple[list[tuple[CompiledPolicy, Mapping[str, Any]]], list[str], str | None, list[PolicyDecision]]:
     rendered: list[tuple[CompiledPolicy, Mapping[str, Any]]] = []
     warnings: list[str] = []
     denial: str | None = None
-    failed: list[Decision] = []
+    failed: list[PolicyDecision] = []
     for policy in policies:
-        if not policy.templated:
-            rendered.append((policy, policy.spec))
-            continue
-        context = pod_context(
-            pod=pod, namespace=namespace, parameters=policy.model.spec.parameters, policy_name=policy.name
-        )
         try:
-            rendered.append((policy, check_rendered(render_tree(policy.spec, context))))
+            rendered.append((policy, policy.render(pod, namespace)))
         except RenderError as exc:
             message = f"policy {policy.name!r} could not be rendered for this pod: {exc}"
             if policy.required:
                 denial = denial or f"podgraft: required {message}"
             warnings.append(f"podgraft: {message}; not injected")
-            failed.append(Decision(policy.name, False, f"render error: {exc}"))
+            failed.append(PolicyDecision(policy.name, False, f"render error: {exc}"))
     return rendered, warnings, denial, failed
 
 
-def _replace_decisions(selection: Selection, failed: list[Decision]) -> tuple[Decision, ...]:
-    by_name = {d.policy: d for d in failed}
+def _replace_decisions(selection: Selection, final: list[PolicyDecision]) -> tuple[PolicyDecision, ...]:
+    by_name = {d.policy: d for d in final}
     return tuple(by_name.get(d.policy, d) for d in selection.decisions)
+
+
+def _settled(selection: Selection, results: list[PolicyResult], *, explain: bool) -> list[PolicyDecision]:
+    """The decisions of the policies that reached mutation, with what became of each (in detail,
+    containers and sidecar mode, when explaining)."""
+    why = {d.policy: d.reason for d in selection.decisions}
+    return [
+        PolicyDecision(
+            r.policy.name,
+            r.state in ("injected", "updated"),
+            f"{why[r.policy.name]}; {r.detail() if explain else r.state}",
+        )
+        for r in results
+    ]
 
 
 def _select(
@@ -112,7 +108,10 @@ def inject_pod(
     config: EngineConfig,
     explain: bool = False,
 ) -> InjectionResult:
-    """Decide, render, mutate and diff one pod on CREATE (see the module docstring)."""
+    """Decide, render, mutate and diff one pod on CREATE (see the module docstring).
+
+    `explain`: a decision for every loaded policy, and for each applied one the containers it added
+    and its sidecar mode (`podgraft inject --explain`)."""
     original, selection = _select(pod, namespace, namespace_labels, policies, config, explain=explain)
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
@@ -120,29 +119,30 @@ def inject_pod(
     decisions = _replace_decisions(selection, failed)
     denial = selection.denial or denial
     all_warnings = [*selection.warnings, *warnings]
-    if denial is not None or not rendered:
+    annotations = as_mapping(as_mapping(original.get("metadata")).get("annotations"))
+    if denial is not None or not (rendered or config.status_annotation in annotations):
         return InjectionResult(warnings=tuple(all_warnings), denial=denial, decisions=decisions)
     mutated, outcome = mutate_pod(
-        original,
-        rendered,
-        config=config,
-        previous_status=selection.injected,
-        previous_containers=selection.injected_containers,
+        original, rendered, config=config, claims=read_status(annotations, config.status_annotation)
+    )
+    decisions = _replace_decisions(
+        selection, [*failed, *_settled(selection, outcome.results, explain=explain)]
     )
     all_warnings += outcome.warnings
     level = enforced_level(namespace_labels)
     if level is not None:
         all_warnings += injection_warnings(
-            level=level, namespace=namespace, pod_spec=mutated["spec"], injected=outcome.items
+            level=level, namespace=namespace, pod_spec=mutated["spec"], injected=outcome.added()
         )
     if outcome.denial is not None:
         return InjectionResult(warnings=tuple(all_warnings), denial=outcome.denial, decisions=decisions)
+    patch = create_patch(original, mutated)
     return InjectionResult(
-        patch=create_patch(original, mutated),
+        patch=patch,
         warnings=tuple(all_warnings),
         decisions=decisions,
         injected=tuple(p.name for p in outcome.injected),
-        mutated=mutated,
+        mutated=mutated if patch else None,
     )
 
 
@@ -157,7 +157,7 @@ def graft_ephemeral(
 ) -> InjectionResult:
     """Apply the `ephemeral` rules of the policies that select this pod to its new ephemeral containers.
     Already-injected policies count too: debug rules apply for the pod's whole life."""
-    original, selection = _select(pod, namespace, namespace_labels, policies, config, ignore_status=True)
+    original, selection = _select(pod, namespace, namespace_labels, policies, config)
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
     with_rules = tuple(p for p in selection.policies if not p.model.spec.ephemeral.is_empty())

@@ -1,9 +1,22 @@
 """Apply rendered policies to a pod: pure, on the raw pod dict, copy-on-write.
 
+Each selected policy, in order, is planned against the pod as the policies before it left it
+(`presence.plan_policy`) and then applied **whole or not at all**:
+
+- a plan with a conflict is not applied: a `required` policy denies the pod, naming the policy and
+  every item in the way; an optional one is skipped with one warning per conflict and is not
+  recorded, so no env, mount, label or status is left behind from a policy whose container was not
+  injected;
+- a plan with nothing to do means the policy is already injected and current;
+- anything else is applied: items added, and (for a pod whose status names the policy) the items of
+  an older version replaced by the live ones.
+
+The status annotation then lists the policies present and current, with their hashes; one the pod
+brought that says anything else is replaced (or removed, when no policy is present).
+
 The original pod is never modified. The mutated pod shares every subtree it does not change with
 the original (so the patch builder compares little), and each changed container, list or map is a
-fresh copy. Conflicts never crash and never duplicate: the conflicting item is skipped and a
-warning says so; for a `required` policy a port clash denies the pod.
+fresh copy.
 
 Layout of the result (see README, "How injection is laid out"):
 
@@ -15,16 +28,48 @@ Layout of the result (see README, "How injection is laid out"):
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
-import orjson
-
+from app.engine.config import EngineConfig
+from app.engine.podview import as_list, as_mapping, copied_dict, copied_list, names
 from app.engine.policyset import CompiledPolicy
-from app.engine.select import EngineConfig
+from app.engine.presence import Edit, Plan, classic_helpers, plan_policy, sidecar_choice
+from app.engine.status import status_value
 
 Pod = dict[str, Any]
+State = Literal["injected", "updated", "current", "conflict", "nothing"]
+
+
+class PolicyResult(NamedTuple):
+    """What became of one policy, and the plan that decided it."""
+
+    policy: CompiledPolicy
+    state: State
+    plan: Plan
+    claimed: str | None = None  # the hash the pod's status annotation gave for this policy
+
+    def detail(self) -> str:
+        """How the policy was applied, for its decision (`inject --explain`, logs)."""
+        if self.state == "conflict":
+            verb = "cannot be applied" if self.policy.required else "not injected"
+            return f"{verb}: {'; '.join(self.plan.conflicts)}"
+        if self.state == "current":
+            return f"already injected and current (hash {self.policy.content_hash})"
+        if self.state == "nothing":
+            return "nothing to inject at creation (its ephemeral rules apply to kubectl debug)"
+        done = f"updated from version {self.claimed}" if self.state == "updated" else "injected"
+        added = [self._describe(edit) for edit in self.plan.edits if edit.kind == "container"]
+        return f"{done}: {', '.join(added)}" if added else done
+
+    def _describe(self, edit: Edit) -> str:
+        """A container the plan adds, and its role (`mesh-proxy (native sidecar; sidecarMode native)`)."""
+        if edit.where in ("first", "last"):
+            return f"{edit.key} (init container, {edit.where})"
+        if edit.where == "containers":
+            return f"{edit.key} (container)"
+        return f"{edit.key} ({edit.where} sidecar; {self.plan.sidecars.reason})"
 
 
 @dataclass(slots=True)
@@ -33,292 +78,153 @@ class Outcome:
 
     warnings: list[str] = field(default_factory=list)
     denial: str | None = None
-    injected: list[CompiledPolicy] = field(default_factory=list)
-    items: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (policy, kind, item)
+    injected: list[CompiledPolicy] = field(default_factory=list)  # applied by this mutation
+    results: list[PolicyResult] = field(default_factory=list)
 
-
-def _list(value: object) -> list[Any]:
-    return list(value) if isinstance(value, list) else []
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _names(items: list[Any]) -> set[str]:
-    return {item["name"] for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)}
-
-
-def _ports(container: Mapping[str, Any]) -> list[tuple[int, str]]:
-    found = []
-    for port in _list(container.get("ports")):
-        if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
-            found.append((port["containerPort"], str(port.get("protocol") or "TCP")))
-    return found
+    def added(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(policy, kind, item) for each container and volume added or replaced (for Pod Security)."""
+        return [
+            (result.policy.name, edit.kind, edit.item)
+            for result in self.results
+            if result.state in ("injected", "updated")
+            for edit in result.plan.edits
+            if edit.kind in ("container", "volume")
+        ]
 
 
 def working_copy(pod: Mapping[str, Any]) -> Pod:
     """A shallow copy of the pod whose metadata and spec can be edited without touching the original."""
     copy = dict(pod)
-    copy["metadata"] = _dict(pod.get("metadata"))
-    copy["spec"] = _dict(pod.get("spec"))
+    copy["metadata"] = copied_dict(pod.get("metadata"))
+    copy["spec"] = copied_dict(pod.get("spec"))
     return copy
 
 
-def sidecar_is_native(policy: CompiledPolicy, config: EngineConfig) -> bool:
-    mode = policy.model.spec.sidecar_mode or config.sidecar_mode
-    if mode == "auto":
-        return config.native_sidecars_supported
-    return mode == "native"
-
-
 class _PodEditor:
-    """Edits one working copy; remembers which of the pod's own containers it has copied."""
+    """Applies plans to one working copy, copying each list or map it edits once."""
 
-    def __init__(self, pod: Pod, outcome: Outcome, injected_before: frozenset[str] = frozenset()) -> None:
-        self.pod = pod
+    def __init__(self, pod: Pod) -> None:
         self.meta: dict[str, Any] = pod["metadata"]
         self.spec: dict[str, Any] = pod["spec"]
-        self.outcome = outcome
-        # The pod's own app containers: env and mounts go there, never into helpers injected earlier.
-        self.own = [
-            index
-            for index, c in enumerate(_list(self.spec.get("containers")))
-            if not (isinstance(c, dict) and c.get("name") in injected_before)
-        ]
-        self.injected_names: list[str] = []
-        self._containers_copied = False
-        self._copied: set[int] = set()
-        self.changes = 0  # edits made so far; a policy that made none is not recorded as injected
+        self._made: list[Any] = []  # the copies made so far, kept so that their ids stay unique
+        self._made_ids: set[int] = set()
         self.native_count = 0  # native sidecars injected at the front of initContainers
         self.first_count = 0  # init containers injected after them, before the pod's own
 
-    # --- helpers
-    def all_container_names(self) -> set[str]:
-        return (
-            _names(_list(self.spec.get("initContainers")))
-            | _names(_list(self.spec.get("containers")))
-            | _names(_list(self.spec.get("ephemeralContainers")))
-        )
+    def keep(self, value: Any) -> Any:
+        """Remember `value` as a copy this editor made (it may then be edited in place)."""
+        self._made.append(value)
+        self._made_ids.add(id(value))
+        return value
 
-    def running_ports(self) -> dict[tuple[int, str], str]:
-        """Ports of containers that run alongside each other (app containers and native sidecars)."""
-        used: dict[tuple[int, str], str] = {}
-        running = [
-            c
-            for c in _list(self.spec.get("initContainers"))
-            if isinstance(c, dict) and c.get("restartPolicy") == "Always"
-        ]
-        running += [c for c in _list(self.spec.get("containers")) if isinstance(c, dict)]
-        for container in running:
-            for port in _ports(container):
-                used.setdefault(port, str(container.get("name")))
-        return used
+    def fresh(self, parent: dict[str, Any], key: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
+        """`parent[key]` as a copy this editor made, so that it may be edited in place."""
+        value = parent.get(key)
+        if id(value) not in self._made_ids:
+            value = parent[key] = self.keep(copied_list(value) if kind is list else copied_dict(value))
+        return value
 
-    def warn(self, policy: CompiledPolicy, message: str) -> None:
-        self.outcome.warnings.append(f"podgraft: policy {policy.name!r}: {message}")
+    def apply(self, plan: Plan) -> None:
+        containers = []  # applied last: env and mounts address app containers by index
+        for edit in plan.edits:
+            kind = edit.kind
+            if kind in ("env", "mount"):
+                self.app_container_item(edit)
+            elif kind == "container":
+                containers.append(edit)
+            elif kind in ("label", "annotation"):
+                self.fresh(self.meta, f"{kind}s", dict)[edit.key] = edit.item
+            else:
+                key = "volumes" if kind == "volume" else "imagePullSecrets"
+                _put(self.fresh(self.spec, key, list), "name", edit)
+        for edit in containers:
+            self.container(edit)
 
-    # --- containers
-    def check_ports(self, policy: CompiledPolicy, container: Mapping[str, Any]) -> bool:
-        used = self.running_ports()
-        for port, protocol in _ports(container):
-            owner = used.get((port, protocol))
-            if owner is not None:
-                message = (
-                    f"container {container['name']!r} port {port}/{protocol} clashes with container "
-                    f"{owner!r} (containers in a pod share localhost)"
-                )
-                if policy.required:
-                    self.outcome.denial = (
-                        self.outcome.denial or f"podgraft: required policy {policy.name!r}: {message}"
-                    )
-                    return False
-                self.warn(policy, message)
-        return True
+    def app_container_item(self, edit: Edit) -> None:
+        """An env var or a mount of an app container (the bulk of an injection: kept inline)."""
+        made = self._made_ids
+        containers = self.spec["containers"]  # a list: the plan found the app containers there
+        if id(containers) not in made:
+            containers = self.spec["containers"] = self.keep(list(containers))
+        container = containers[edit.slot]
+        if id(container) not in made:
+            container = containers[edit.slot] = self.keep(dict(container))
+        field_name, key = ("env", "name") if edit.kind == "env" else ("volumeMounts", "mountPath")
+        items = container.get(field_name)
+        if id(items) not in made:
+            items = container[field_name] = self.keep(copied_list(items))
+        _put(items, key, edit)
 
-    def add_containers(
-        self, policy: CompiledPolicy, containers: list[dict[str, Any]], *, where: str, long_running: bool
-    ) -> None:
-        for container in containers:
-            if container["name"] in self.all_container_names():
-                self.warn(policy, f"a container named {container['name']!r} already exists; not injected")
-                continue
-            volumes = _names(_list(self.spec.get("volumes")))
-            missing = sorted({m["name"] for m in _list(container.get("volumeMounts"))} - volumes)
-            if missing:
-                self.warn(
-                    policy,
-                    f"container {container['name']!r} mounts {', '.join(missing)}, which the pod "
-                    "does not have; not injected",
-                )
-                continue
-            if long_running and not self.check_ports(policy, container):
-                continue
-            self._insert(container, where)
-            self.outcome.items.append((policy.name, "container", container))
-
-    def _insert(self, container: dict[str, Any], where: str) -> None:
-        self.changes += 1
-        self.injected_names.append(container["name"])
-        if where == "containers":
-            containers = _list(self.spec.get("containers"))
-            containers.append(container)
-            self.spec["containers"] = containers
-            return
-        inits = _list(self.spec.get("initContainers"))
-        if where == "native":
-            inits.insert(self.native_count, container)
+    def container(self, edit: Edit) -> None:
+        target = "containers" if edit.where in ("containers", "classic") else "initContainers"
+        if edit.replaces:
+            for group in ("initContainers", "containers"):
+                items = as_list(self.spec.get(group))
+                index = _index(items, "name", edit.key)
+                if index is None:
+                    continue
+                if group == target:  # keep its place
+                    self.fresh(self.spec, group, list)[index] = edit.item
+                    return
+                del self.fresh(self.spec, group, list)[index]
+        items = self.fresh(self.spec, target, list)
+        if edit.where == "native":
+            items.insert(self.native_count, edit.item)
             self.native_count += 1
-        elif where == "first":
-            inits.insert(self.native_count + self.first_count, container)
+        elif edit.where == "first":
+            items.insert(self.native_count + self.first_count, edit.item)
             self.first_count += 1
         else:
-            inits.append(container)
-        self.spec["initContainers"] = inits
-
-    # --- pod-level lists and maps
-    def add_volumes(self, policy: CompiledPolicy, volumes: list[dict[str, Any]]) -> None:
-        existing = {v.get("name"): v for v in _list(self.spec.get("volumes")) if isinstance(v, dict)}
-        added = []
-        for volume in volumes:
-            current = existing.get(volume["name"])
-            if current is None:
-                added.append(volume)
-                self.outcome.items.append((policy.name, "volume", volume))
-            elif current != volume:
-                self.warn(
-                    policy, f"the pod already has a different volume named {volume['name']!r}; kept the pod's"
-                )
-        if added:
-            self.changes += 1
-            self.spec["volumes"] = _list(self.spec.get("volumes")) + added
-
-    def _own_container(self, index: int) -> dict[str, Any]:
-        """The pod's container at `index`, copied (once) so it can be edited."""
-        if not self._containers_copied:
-            self.spec["containers"] = _list(self.spec.get("containers"))
-            self._containers_copied = True
-        containers = self.spec["containers"]
-        if index not in self._copied:
-            containers[index] = dict(containers[index])
-            self._copied.add(index)
-        container: dict[str, Any] = containers[index]
-        return container
-
-    def add_mounts(self, policy: CompiledPolicy, mounts: list[dict[str, Any]], targets: list[int]) -> None:
-        if not mounts:
-            return
-        volumes = _names(_list(self.spec.get("volumes")))
-        for mount in mounts:
-            if mount["name"] not in volumes:
-                self.warn(policy, f"volumeMount {mount['name']!r} names no volume of the pod; not mounted")
-                continue
-            for index in targets:
-                container = self.spec["containers"][index]
-                if not isinstance(container, dict):
-                    continue
-                current = _list(container.get("volumeMounts"))
-                same_path = [
-                    m for m in current if isinstance(m, dict) and m.get("mountPath") == mount["mountPath"]
-                ]
-                if same_path:
-                    if same_path[0] != mount:
-                        self.warn(
-                            policy,
-                            f"container {container.get('name')!r} already mounts something at "
-                            f"{mount['mountPath']!r}; not mounted",
-                        )
-                    continue
-                self._own_container(index)["volumeMounts"] = [*current, mount]
-                self.changes += 1
-
-    def add_env(self, policy: CompiledPolicy, env: list[dict[str, Any]], targets: list[int]) -> None:
-        if not env:
-            return
-        for index in targets:
-            container = self.spec["containers"][index]
-            if not isinstance(container, dict):
-                continue
-            current = _list(container.get("env"))
-            by_name = {e.get("name"): e for e in current if isinstance(e, dict)}
-            added = []
-            for var in env:
-                existing = by_name.get(var["name"])
-                if existing is None:
-                    added.append(var)
-                elif existing != var:
-                    self.warn(
-                        policy,
-                        f"container {container.get('name')!r} already sets env {var['name']!r}; "
-                        "kept its value",
-                    )
-            if added:
-                self._own_container(index)["env"] = [*current, *added]
-                self.changes += 1
-
-    def add_map(
-        self, policy: CompiledPolicy, key: str, values: Mapping[str, str], reserved: set[str]
-    ) -> None:
-        current = _dict(self.meta.get(key))
-        changed = False
-        for name, value in values.items():
-            if name in reserved:
-                self.warn(policy, f"{key[:-1]} {name!r} is reserved for Podgraft; not set")
-            elif name not in current:
-                current[name] = value
-                changed = True
-            elif current[name] != value:
-                self.warn(policy, f"the pod already has {key[:-1]} {name!r}={current[name]!r}; kept it")
-        if changed:
-            self.changes += 1
-            self.meta[key] = current
-
-    def add_pull_secrets(self, secrets: list[dict[str, Any]]) -> None:
-        current = _list(self.spec.get("imagePullSecrets"))
-        names = _names(current)
-        added = [s for s in secrets if s["name"] not in names]
-        if added:
-            self.changes += 1
-            self.spec["imagePullSecrets"] = current + added
+            items.append(edit.item)
 
 
-def apply_policy(
-    editor: _PodEditor, policy: CompiledPolicy, rendered: Mapping[str, Any], config: EngineConfig
-) -> None:
-    """Graft one rendered policy spec onto the pod being edited."""
-    own = editor.own
-    native = sidecar_is_native(policy, config)
-    sidecars = [dict(c, restartPolicy="Always") if native else c for c in rendered.get("sidecars", [])]
-    editor.add_volumes(policy, list(rendered.get("volumes", [])))
-    editor.add_containers(policy, sidecars, where="native" if native else "containers", long_running=True)
-    position = rendered.get("initContainerPosition", "first")
-    editor.add_containers(
-        policy, list(rendered.get("initContainers", [])), where=position, long_running=False
+def _index(items: list[Any], key: str, value: str) -> int | None:
+    return next(
+        (i for i, item in enumerate(items) if isinstance(item, dict) and item.get(key) == value), None
     )
-    editor.add_containers(policy, list(rendered.get("containers", [])), where="containers", long_running=True)
-    editor.add_mounts(policy, list(rendered.get("volumeMounts", [])), own)
-    editor.add_env(policy, list(rendered.get("env", [])), own)
-    reserved = {config.status_annotation, config.inject_annotation}
-    editor.add_map(policy, "annotations", rendered.get("annotations", {}), reserved)
-    editor.add_map(policy, "labels", rendered.get("labels", {}), set())
-    editor.add_pull_secrets(list(rendered.get("imagePullSecrets", [])))
 
 
-def status_value(
-    previous: Mapping[str, str],
-    injected: list[CompiledPolicy],
-    containers: Iterable[str] = (),
-) -> str:
-    """The status annotation: every policy injected so far with its content hash, and the containers
-    injected so far (so a later pass never mistakes them for the pod's own), both sorted."""
-    merged = dict(previous)
-    for policy in injected:
-        merged[policy.name] = policy.content_hash
-    status: dict[str, Any] = {"policies": [{"name": name, "hash": merged[name]} for name in sorted(merged)]}
-    names = sorted(set(containers))
-    if names:
-        status["containers"] = names
-    return orjson.dumps(status).decode()
+def _put(items: list[Any], key: str, edit: Edit) -> None:
+    """Replace the item whose `key` is the edit's, or append the edit's item."""
+    index = _index(items, key, edit.key) if edit.replaces else None
+    if index is None:
+        items.append(edit.item)
+    else:
+        items[index] = edit.item
+
+
+def _settle(
+    policy: CompiledPolicy, plan: Plan, claimed: str | None, outcome: Outcome, status_key: str
+) -> State:
+    """Record a plan's warnings or denial; the state of the policy."""
+    name = policy.name
+    if plan.conflicts:
+        if policy.required:
+            outcome.denial = outcome.denial or (
+                f"podgraft: required policy {name!r} cannot be applied: {'; '.join(plan.conflicts)}"
+            )
+        else:
+            outcome.warnings += [f"podgraft: policy {name!r} not injected: {c}" for c in plan.conflicts]
+        return "conflict"
+    if plan.current:
+        return "current"
+    outcome.warnings += [f"podgraft: policy {name!r}: {note}" for note in plan.notes]
+    if claimed is None:
+        return "injected"
+    if claimed != policy.content_hash:
+        outcome.warnings.append(
+            f"podgraft: policy {name!r}: the pod carries version {claimed}, the live one is "
+            f"{policy.content_hash}; updated to the live one"
+        )
+        return "updated"
+    outcome.warnings.append(
+        f"podgraft: policy {name!r}: {status_key} lists it, but the pod does not contain it; injected"
+    )
+    return "injected"
+
+
+def _rendered_containers(spec: Mapping[str, Any]) -> list[str]:
+    return [c["name"] for group in ("initContainers", "sidecars", "containers") for c in spec.get(group, [])]
 
 
 def mutate_pod(
@@ -326,29 +232,49 @@ def mutate_pod(
     rendered: list[tuple[CompiledPolicy, Mapping[str, Any]]],
     *,
     config: EngineConfig,
-    previous_status: Mapping[str, str],
-    previous_containers: frozenset[str] = frozenset(),
+    claims: Mapping[str, str],
 ) -> tuple[Pod, Outcome]:
-    """Apply every rendered policy, in order, to a copy of `pod`; record them in the status annotation."""
+    """Apply every rendered policy, in order, whole or not at all, to a copy of `pod`; record the
+    ones present and current in the status annotation, and nothing else (a claim the pod brought
+    goes). `claims`: what the pod's status annotation says was injected (name -> hash)."""
     outcome = Outcome()
     copy = working_copy(pod)
-    editor = _PodEditor(copy, outcome, previous_containers)
+    editor = _PodEditor(copy)
+    helpers = classic_helpers(rendered, config)
+    applied: list[Mapping[str, Any]] = []  # the rendered specs applied so far
+    present: dict[str, str] = {}
+    containers: list[str] = []
     for policy, spec in rendered:
-        before = editor.changes
-        apply_policy(editor, policy, spec, config)
-        if editor.changes > before:
-            outcome.injected.append(policy)
-        else:
-            outcome.warnings.append(
-                f"podgraft: policy {policy.name!r}: nothing left to inject after conflicts"
-            )
-    if outcome.injected:
-        annotations = _dict(copy["metadata"].get("annotations"))
-        annotations[config.status_annotation] = status_value(
-            previous_status, outcome.injected, [*previous_containers, *editor.injected_names]
+        if not policy.creates:
+            outcome.results.append(PolicyResult(policy, "nothing", Plan(sidecar_choice(policy, config))))
+            continue
+        claimed = claims.get(policy.name)
+        plan = plan_policy(
+            copy, policy, spec, config=config, claimed=claimed is not None, earlier=applied, helpers=helpers
         )
-        copy["metadata"]["annotations"] = annotations
+        state = _settle(policy, plan, claimed, outcome, config.status_annotation)
+        outcome.results.append(PolicyResult(policy, state, plan, claimed))
+        if state == "conflict":
+            continue
+        editor.apply(plan)
+        applied.append(spec)
+        present[policy.name] = policy.content_hash
+        containers += _rendered_containers(spec)
+        if state != "current":
+            outcome.injected.append(policy)
+    _write_status(editor, config.status_annotation, status_value(present, containers) if present else None)
     return copy, outcome
+
+
+def _write_status(editor: _PodEditor, key: str, value: str | None) -> None:
+    """Set (or, with nothing present, remove) the status annotation, unless it already says that."""
+    if as_mapping(editor.meta.get("annotations")).get(key) == value:
+        return
+    annotations = editor.fresh(editor.meta, "annotations", dict)
+    if value is None:
+        annotations.pop(key, None)
+    else:
+        annotations[key] = value
 
 
 def image_allowed(image: str, patterns: list[str]) -> bool:
@@ -367,9 +293,9 @@ def mutate_ephemeral(
     """
     outcome = Outcome()
     copy = working_copy(pod)
-    old_names = _names(_list(_dict(old_pod.get("spec")).get("ephemeralContainers")))
-    volumes = _names(_list(copy["spec"].get("volumes")))
-    containers = _list(copy["spec"].get("ephemeralContainers"))
+    old_names = names(copied_list(copied_dict(old_pod.get("spec")).get("ephemeralContainers")))
+    volumes = names(copied_list(copy["spec"].get("volumes")))
+    containers = copied_list(copy["spec"].get("ephemeralContainers"))
     for index, container in enumerate(containers):
         if not isinstance(container, dict) or container.get("name") in old_names:
             continue
@@ -383,7 +309,7 @@ def mutate_ephemeral(
                     f"container {container.get('name')!r}; allowed: {', '.join(allowed)}"
                 )
                 continue
-            _graft_ephemeral(updated, policy, spec, volumes, outcome)
+            _apply_rules_to_container(updated, policy, spec, volumes, outcome)
         if updated != container:
             containers[index] = updated
             copy["spec"]["ephemeralContainers"] = containers
@@ -391,7 +317,7 @@ def mutate_ephemeral(
     return copy, outcome
 
 
-def _graft_ephemeral(
+def _apply_rules_to_container(
     container: dict[str, Any],
     policy: CompiledPolicy,
     spec: Mapping[str, Any],
@@ -399,7 +325,7 @@ def _graft_ephemeral(
     outcome: Outcome,
 ) -> None:
     name = container.get("name")
-    mounts = _list(container.get("volumeMounts"))
+    mounts = copied_list(container.get("volumeMounts"))
     paths = {m.get("mountPath") for m in mounts if isinstance(m, dict)}
     for mount in spec.get("volumeMounts", []):
         if mount["name"] not in volumes:
@@ -412,8 +338,8 @@ def _graft_ephemeral(
             paths.add(mount["mountPath"])
     if mounts:
         container["volumeMounts"] = mounts
-    env = _list(container.get("env"))
-    names = _names(env)
-    env += [var for var in spec.get("env", []) if var["name"] not in names]
+    env = copied_list(container.get("env"))
+    present = names(env)
+    env += [var for var in spec.get("env", []) if var["name"] not in present]
     if env:
         container["env"] = env

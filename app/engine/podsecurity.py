@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from app.engine.podview import as_mapping
+
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 LEVELS = ("privileged", "baseline", "restricted")
 BASELINE_CAPABILITIES = frozenset(
@@ -49,23 +51,19 @@ RESTRICTED_VOLUMES = frozenset(
 )
 
 
-def _dict(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _baseline(container: Mapping[str, Any]) -> list[str]:
     problems = []
-    security = _dict(container.get("securityContext"))
+    security = as_mapping(container.get("securityContext"))
     if security.get("privileged") is True:
         problems.append("privileged")
-    added = set(_dict(security.get("capabilities")).get("add") or []) - BASELINE_CAPABILITIES
+    added = set(as_mapping(security.get("capabilities")).get("add") or []) - BASELINE_CAPABILITIES
     if added:
         problems.append(f"adds capabilities {', '.join(sorted(map(str, added)))}")
     if any(isinstance(p, dict) and p.get("hostPort") for p in container.get("ports") or []):
         problems.append("hostPort")
     if security.get("procMount") not in (None, "Default"):
         problems.append("procMount")
-    seccomp = _dict(security.get("seccompProfile")).get("type")
+    seccomp = as_mapping(security.get("seccompProfile")).get("type")
     if seccomp == "Unconfined":
         problems.append("seccompProfile Unconfined")
     return problems
@@ -73,20 +71,20 @@ def _baseline(container: Mapping[str, Any]) -> list[str]:
 
 def _restricted(container: Mapping[str, Any], pod_security: Mapping[str, Any]) -> list[str]:
     problems = []
-    security = _dict(container.get("securityContext"))
+    security = as_mapping(container.get("securityContext"))
     if security.get("allowPrivilegeEscalation") is not False:
         problems.append("allowPrivilegeEscalation is not false")
     if security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is not True:
         problems.append("runAsNonRoot is not true")
     if security.get("runAsUser", pod_security.get("runAsUser")) == 0:
         problems.append("runAsUser 0")
-    drop = _dict(security.get("capabilities")).get("drop") or []
+    drop = as_mapping(security.get("capabilities")).get("drop") or []
     if "ALL" not in drop:
         problems.append("capabilities do not drop ALL")
-    added = set(_dict(security.get("capabilities")).get("add") or []) - {"NET_BIND_SERVICE"}
+    added = set(as_mapping(security.get("capabilities")).get("add") or []) - {"NET_BIND_SERVICE"}
     if added:
         problems.append(f"adds capabilities {', '.join(sorted(map(str, added)))}")
-    seccomp = _dict(security.get("seccompProfile") or pod_security.get("seccompProfile")).get("type")
+    seccomp = as_mapping(security.get("seccompProfile") or pod_security.get("seccompProfile")).get("type")
     if seccomp not in ("RuntimeDefault", "Localhost"):
         problems.append("seccompProfile is not RuntimeDefault or Localhost")
     return problems
@@ -128,7 +126,7 @@ def injection_warnings(
 ) -> list[str]:
     """Warnings for injected items (`(policy, kind, item)` with kind `container` or `volume`)."""
     warnings = []
-    pod_security = _dict(pod_spec.get("securityContext"))
+    pod_security = as_mapping(pod_spec.get("securityContext"))
     for policy, kind, item in injected:
         if kind == "container":
             problems = container_problems(item, level=level, pod_security=pod_security)

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from app.engine.render import compile_tree, has_templates
-from app.policy.model import InjectionPolicy, LabelSelector
+from app.engine.render import RenderError, compile_tree, has_templates, pod_context, render_tree
+from app.policy.model import InjectionPolicy, LabelSelector, label_value_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,19 +30,64 @@ class CompiledPolicy:
     spec: Mapping[str, Any]
     content_hash: str
     templated: bool
+    creates: bool  # injects something when a pod is created (not only `ephemeral` rules)
 
     @property
     def required(self) -> bool:
         return self.model.spec.required
 
+    def render(self, pod: Mapping[str, Any], namespace: str) -> Mapping[str, Any]:
+        """The spec rendered for `pod` (itself when it has no templates). Raises `RenderError`."""
+        if not self.templated:
+            return self.spec
+        context = pod_context(
+            pod=pod, namespace=namespace, parameters=self.model.spec.parameters, policy_name=self.name
+        )
+        return check_rendered(render_tree(self.spec, context))
+
+
+def check_rendered(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a template can break after validation: label values and images. Raises `RenderError`."""
+    for key, value in (spec.get("labels") or {}).items():
+        problem = label_value_problem(value)
+        if problem:
+            raise RenderError(f"label {key!r} rendered to {problem}")
+    for group in ("initContainers", "sidecars", "containers"):
+        for container in spec.get(group) or []:
+            image = container.get("image", "")
+            if len(image.split()) != 1 or image.strip() != image:
+                raise RenderError(f"container {container['name']!r}: image rendered to {image!r}")
+    return spec
+
+
+# Fields added to the schema after its first release are hashed only when set, so that a new field
+# does not change the hash of every policy that does not use it (which would make every injected
+# pod look out of date).
+HASHED_WHEN_SET = ("podVolumes",)
+
 
 def content_hash(policy: InjectionPolicy) -> str:
     """A short, stable hash of what the policy injects (name + spec), recorded in the status annotation."""
-    canonical = orjson.dumps(
-        {"name": policy.metadata.name, "spec": policy.spec.model_dump(mode="json", by_alias=True)},
-        option=orjson.OPT_SORT_KEYS,
-    )
+    spec = policy.spec.model_dump(mode="json", by_alias=True)
+    for key in HASHED_WHEN_SET:
+        if not spec[key]:
+            del spec[key]
+    canonical = orjson.dumps({"name": policy.metadata.name, "spec": spec}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+# What a policy puts into a pod when it is created (its `ephemeral` rules wait for `kubectl debug`).
+INJECTED_AT_CREATION = (
+    "initContainers",
+    "sidecars",
+    "containers",
+    "volumes",
+    "volumeMounts",
+    "env",
+    "annotations",
+    "labels",
+    "imagePullSecrets",
+)
 
 
 def compile_policy(policy: InjectionPolicy, *, source: str) -> CompiledPolicy:
@@ -56,6 +101,7 @@ def compile_policy(policy: InjectionPolicy, *, source: str) -> CompiledPolicy:
         spec=MappingProxyType(compiled),
         content_hash=content_hash(policy),
         templated=has_templates(compiled),
+        creates=any(raw.get(key) for key in INJECTED_AT_CREATION),
     )
 
 

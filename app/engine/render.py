@@ -27,6 +27,8 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app.engine.podview import as_mapping, string_map, text
+
 MAX_OUTPUT_CHARS = 64 * 1024
 MAX_REPEAT = 64 * 1024
 MAX_INT_BITS = 4096  # integer results of `*` and `**` past this are refused before they are computed
@@ -267,28 +269,14 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
-def as_mapping(value: object) -> Mapping[str, Any]:
-    """`value` if it is a mapping, else an empty one (malformed pods are read as data, never trusted)."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def string_map(value: object) -> dict[str, str]:
-    """The string keys and values of a label/annotation map; anything else in a malformed pod is left out."""
-    return {k: v for k, v in as_mapping(value).items() if isinstance(k, str) and isinstance(v, str)}
-
-
 def pod_context(
     *, pod: Mapping[str, Any], namespace: str, parameters: Mapping[str, Any], policy_name: str
 ) -> dict[str, Any]:
     """The values a template may use. `pod.name` falls back to the `generateName` prefix."""
     metadata = as_mapping(pod.get("metadata"))
     spec = as_mapping(pod.get("spec"))
-    name = _text(metadata.get("name"))
-    generate_name = _text(metadata.get("generateName"))
+    name = text(metadata.get("name"))
+    generate_name = text(metadata.get("generateName"))
     return {
         "pod": {
             "name": name or generate_name.rstrip("-"),
@@ -296,8 +284,8 @@ def pod_context(
             "namespace": namespace,
             "labels": string_map(metadata.get("labels")),
             "annotations": string_map(metadata.get("annotations")),
-            "serviceAccount": _text(spec.get("serviceAccountName"))
-            or _text(spec.get("serviceAccount"))
+            "serviceAccount": text(spec.get("serviceAccountName"))
+            or text(spec.get("serviceAccount"))
             or "default",
         },
         "params": dict(parameters),

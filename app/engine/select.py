@@ -14,21 +14,20 @@ policies whose `match` rules fit it (by name):
 5. a requested name that no policy has is a warning;
 6. a policy whose `namespaceSelector` does not fit the namespace is refused with a warning, or
    denies the pod when the policy is `required`;
-7. a policy already recorded in the status annotation with the same content hash is skipped
-   (that is what makes reinvocation and re-admission of an injected pod a no-op);
-8. everything left is applied.
+7. everything left is applied (`mutate`): whether a policy is already injected is decided there,
+   from what the pod contains; the status annotation is written by Podgraft but, on CREATE, it is
+   whatever the pod's author wrote, so selection never reads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from app.engine.config import EngineConfig
+from app.engine.podview import as_mapping, string_map
 from app.engine.policyset import CompiledPolicy, PolicySet, selector_matches
-from app.engine.render import as_mapping, string_map
 from app.policy.model import DNS1123_LABEL, Match
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -39,21 +38,7 @@ MAX_REQUESTED = 32
 
 
 @dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """The engine's view of the settings: names and defaults, nothing else."""
-
-    inject_annotation: str = "podgraft.io/inject"
-    status_annotation: str = "podgraft.io/status"
-    namespace_label: str = "podgraft.io/injection"
-    never_namespaces: frozenset[str] = frozenset(
-        ["kube-system", "kube-public", "kube-node-lease", "podgraft"]
-    )
-    sidecar_mode: str = "auto"  # native | classic | auto
-    native_sidecars_supported: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
+class PolicyDecision:
     """What happened to one policy, and why (for warnings, metrics and `inject --explain`)."""
 
     policy: str
@@ -64,46 +49,11 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class Selection:
     policies: tuple[CompiledPolicy, ...] = ()
-    decisions: tuple[Decision, ...] = ()
+    decisions: tuple[PolicyDecision, ...] = ()
     warnings: tuple[str, ...] = ()
     skip_reason: str | None = None  # the whole pod is left alone, and why
     skip_code: str | None = None  # short metric label for skip_reason
     denial: str | None = None  # a required policy cannot be honoured
-    injected: Mapping[str, str] = field(default_factory=dict)  # from the status annotation: name -> hash
-    injected_containers: frozenset[str] = frozenset()  # containers an earlier pass injected
-
-
-def _status_data(annotations: Mapping[str, Any], key: str) -> dict[str, Any]:
-    raw = annotations.get(key)
-    if not isinstance(raw, str) or not raw:
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def read_status(annotations: Mapping[str, Any], key: str) -> dict[str, str]:
-    """Policies recorded as injected in the status annotation (name -> hash). Garbage reads as empty."""
-    entries = _status_data(annotations, key).get("policies")
-    if not isinstance(entries, list):
-        return {}
-    return {
-        entry["name"]: entry["hash"]
-        for entry in entries
-        if isinstance(entry, dict)
-        and isinstance(entry.get("name"), str)
-        and isinstance(entry.get("hash"), str)
-    }
-
-
-def read_status_containers(annotations: Mapping[str, Any], key: str) -> frozenset[str]:
-    """Names of the containers an earlier pass injected (they are not the pod's own containers)."""
-    names = _status_data(annotations, key).get("containers")
-    if not isinstance(names, list):
-        return frozenset()
-    return frozenset(name for name in names if isinstance(name, str))
 
 
 def requested_names(value: str) -> tuple[list[str], list[str]]:
@@ -166,13 +116,11 @@ def select_policies(
     namespace_labels: Mapping[str, str] | None,
     policies: PolicySet,
     config: EngineConfig,
-    ignore_status: bool = False,
     explain: bool = False,
 ) -> Selection:
     """Decide which policies apply to `pod` (see the module docstring for the precedence).
 
     `namespace_labels` is None when the namespace's labels are unknown (no namespace cache).
-    `ignore_status` keeps already-injected policies (used for ephemeral-container updates).
     `explain` also records a decision for every policy that was not a candidate (costs a full scan).
     """
     metadata = as_mapping(pod.get("metadata"))
@@ -186,13 +134,13 @@ def select_policies(
         return Selection(skip_code=skip[0], skip_reason=skip[1])
 
     names, warnings = requested_names(annotations.get(config.inject_annotation, ""))
-    decisions: list[Decision] = []
+    decisions: list[PolicyDecision] = []
     candidates: dict[str, tuple[CompiledPolicy, str]] = {}
     for name in names:
         policy = policies.by_name.get(name)
         if policy is None:
             warnings.append(f"podgraft: requested policy {name!r} does not exist; nothing injected for it")
-            decisions.append(Decision(name, False, "requested, but no such policy"))
+            decisions.append(PolicyDecision(name, False, "requested, but no such policy"))
         else:
             candidates[name] = (policy, f"requested by {config.inject_annotation}")
     for policy in policies.match_candidates(annotations, labels):
@@ -201,7 +149,6 @@ def select_policies(
 
     scope_labels = dict(namespace_labels or {})
     scope_labels.setdefault(METADATA_NAME_LABEL, namespace)
-    injected = {} if ignore_status else read_status(annotations, config.status_annotation)
     chosen: list[CompiledPolicy] = []
     denial: str | None = None
     for name, (policy, why) in candidates.items():
@@ -211,19 +158,15 @@ def select_policies(
             if policy.required:
                 denial = denial or f"podgraft: required {message}"
             warnings.append(f"podgraft: {message}; not injected")
-            decisions.append(Decision(name, False, f"{why}; {message}"))
-        elif injected.get(name) == policy.content_hash:
-            decisions.append(Decision(name, False, f"{why}; already injected (hash {policy.content_hash})"))
+            decisions.append(PolicyDecision(name, False, f"{why}; {message}"))
         else:
             chosen.append(policy)
-            decisions.append(Decision(name, True, why))
+            decisions.append(PolicyDecision(name, True, why))
     for name in sorted(set(policies.by_name) - set(candidates)) if explain else ():
-        decisions.append(Decision(name, False, "not requested and its match rules do not fit"))
+        decisions.append(PolicyDecision(name, False, "not requested and its match rules do not fit"))
     return Selection(
         policies=tuple(chosen),
         decisions=tuple(decisions),
         warnings=tuple(warnings),
         denial=denial,
-        injected=injected,
-        injected_containers=read_status_containers(annotations, config.status_annotation),
     )

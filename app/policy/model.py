@@ -212,12 +212,25 @@ class PolicySpec(_Strict):
     sidecar_mode: Literal["native", "classic", "auto"] | None = Field(default=None, alias="sidecarMode")
     containers: list[Container] = Field(default_factory=list)
     volumes: list[Volume] = Field(default_factory=list)
+    # Volumes of the pod that the policy's mounts may use (by name): never its own, never adopted
+    # silently. A mount of a volume neither in `volumes` nor here is a conflict.
+    pod_volumes: list[str] = Field(default_factory=list, alias="podVolumes")
     volume_mounts: list[VolumeMount] = Field(default_factory=list, alias="volumeMounts")
     env: list[EnvVar] = Field(default_factory=list)
     annotations: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, alias="imagePullSecrets")
     ephemeral: EphemeralRules = Field(default_factory=EphemeralRules)
+
+    @field_validator("pod_volumes")
+    @classmethod
+    def _pod_volume_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not DNS1123_LABEL.match(name):
+                raise ValueError(f"volume name {name!r} must be a DNS-1123 label")
+        if len(set(value)) != len(value):
+            raise ValueError("podVolumes must be unique")
+        return value
 
     @field_validator("annotations", "labels")
     @classmethod
@@ -245,6 +258,12 @@ class PolicySpec(_Strict):
         volumes = [v.name for v in self.volumes]
         if len(set(volumes)) != len(volumes):
             raise ValueError("volume names must be unique within a policy")
+        both = sorted(set(volumes) & set(self.pod_volumes))
+        if both:
+            raise ValueError(
+                f"volume {', '.join(both)} is both the policy's own (spec.volumes) "
+                "and the pod's (spec.podVolumes)"
+            )
         for container in self.sidecars:
             if container.restart_policy is not None:
                 raise ValueError(

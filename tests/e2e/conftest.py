@@ -1,41 +1,18 @@
 """Session fixture of the e2e tier: a real etcd + kube-apiserver, Podgraft in configmaps mode, and the
-Helm chart's webhook configuration pointing at it.
-
-Order: Podgraft's certificates -> `helm template` (webhook + RBAC) -> control plane, with a static
-token for the chart's ServiceAccount -> namespaces, the chart's RBAC, policy ConfigMaps -> Podgraft
-(`python -m app.cli serve --policy-source configmaps`) until /readyz -> the webhook configuration,
-with `clientConfig.url` instead of the Service -> one pod injected through the API (the apiserver
-has picked the configuration up). Everything is torn down in reverse order, whatever happens.
+Helm chart's webhook configuration pointing at it (see `harness.start_stack` for the order).
+Everything is torn down in reverse order, whatever happens.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.certs import Bundle, generate_bundle, service_hostnames, write_bundle
-
-from .controlplane import REPO, ControlPlane
-from .harness import (
-    INJECT,
-    INJECTION_LABEL,
-    PODGRAFT_NAMESPACE,
-    ChartObjects,
-    Kube,
-    Podgraft,
-    eventually,
-    injected,
-    pod,
-    render_chart,
-    with_url,
-)
+from .controlplane import REPO
+from .harness import E2E, Kube, start_stack
 
 POLICY_NAMESPACE = "podgraft-policies"  # a second watched namespace, besides Podgraft's own
 
@@ -77,24 +54,6 @@ spec:
 TIMINGS: dict[str, Any] = {}
 
 
-@dataclass
-class E2E:
-    """What the tests get: the admin client, Podgraft, and the names and files behind them."""
-
-    kube: Kube
-    podgraft: Podgraft
-    plane: ControlPlane
-    chart: ChartObjects
-    bundle: Bundle
-    workdir: Path
-    webhook_name: str
-    podgraft_kubeconfig: Path
-    policy_namespace: str = POLICY_NAMESPACE
-
-    def opted_in(self, prefix: str = "on", **labels: str) -> str:
-        return self.kube.namespace(prefix, {INJECTION_LABEL: "enabled", **labels})
-
-
 # Installed as the chart renders them from `policies.definitions` (templates/policies.yaml).
 CHART_POLICIES = {
     "chart-defaults": {"env": [{"name": "FROM_CHART", "value": "{{ pod.namespace }}"}]},
@@ -107,60 +66,16 @@ def example_policies() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    started = time.monotonic()
-    workdir = tmp_path_factory.mktemp("e2e")
-    bundle = generate_bundle(service_hostnames(f"pg-{PODGRAFT_NAMESPACE}", PODGRAFT_NAMESPACE), days=2)
-    write_bundle(bundle, workdir / "podgraft-certs")
-    chart = render_chart(
-        ca_bundle=bundle.ca_bundle(), watch_namespaces=[POLICY_NAMESPACE], policies=CHART_POLICIES
-    )
-    token = secrets.token_urlsafe(24)
-    sa_namespace = chart.service_account[0]
-    groups = ["system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}"]
-
     with contextlib.ExitStack() as stack:
-        plane = ControlPlane.start(workdir / "controlplane", extra_users=[(chart.user(), token, groups)])
-        stack.callback(plane.stop)
-        TIMINGS.update(
-            kubernetes=plane.version, build=plane.binaries.build_seconds, controlplane=plane.start_seconds
+        yield start_stack(
+            stack,
+            tmp_path_factory.mktemp("e2e"),
+            policies={**example_policies(), **E2E_POLICIES},
+            chart_policies=CHART_POLICIES,
+            policy_namespace=POLICY_NAMESPACE,
+            warmup_policy="wait-for-db",
+            timings=TIMINGS,
         )
-        kube = Kube(plane.admin_kubeconfig)
-        stack.callback(kube.close)
-        for namespace in (PODGRAFT_NAMESPACE, POLICY_NAMESPACE):
-            kube.core.create_namespace({"metadata": {"name": namespace}})
-        kube.create_objects(chart.rbac)
-        kube.create_objects(chart.policies)  # policies shipped in the chart's values
-        kube.put_configmap(PODGRAFT_NAMESPACE, "podgraft-examples", example_policies())
-        kube.put_configmap(PODGRAFT_NAMESPACE, "e2e-policies", E2E_POLICIES)
-
-        podgraft_started = time.monotonic()
-        podgraft_kubeconfig = plane.kubeconfig_for(chart.user(), token, "podgraft.kubeconfig")
-        podgraft = Podgraft.start(
-            workdir=workdir,
-            kubeconfig=podgraft_kubeconfig,
-            certs=workdir / "podgraft-certs",
-            namespace=PODGRAFT_NAMESPACE,
-            policy_namespaces=[PODGRAFT_NAMESPACE, POLICY_NAMESPACE],
-        )
-        stack.callback(podgraft.stop)
-        TIMINGS["podgraft"] = time.monotonic() - podgraft_started
-
-        webhook = with_url(chart.webhook, podgraft.url)
-        kube.put_webhook(webhook)
-        env = E2E(
-            kube, podgraft, plane, chart, bundle, workdir, webhook["metadata"]["name"], podgraft_kubeconfig
-        )
-        warmup = env.opted_in("warmup")
-
-        def first_injection() -> None:
-            body = kube.create_pod(
-                warmup, pod(name="warmup", annotations={INJECT: "wait-for-db"}), dry_run=True
-            )
-            assert injected(body.body) == ["wait-for-db"], body.body["metadata"]
-
-        eventually(first_injection, timeout=30, what="the apiserver calls Podgraft")
-        TIMINGS["setup"] = time.monotonic() - started
-        yield env
 
 
 @pytest.fixture

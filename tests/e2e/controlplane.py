@@ -1,9 +1,12 @@
-"""A real etcd + kube-apiserver on loopback for the e2e tier (no kubelet, no controllers).
+"""A real etcd + kube-apiserver on loopback for the e2e tier (no kubelet, no controllers; the node
+tier, tests/node, adds them beside this control plane).
 
 `ControlPlane.start(workdir)` builds (or reuses) the pinned binaries through
-`hack/controlplane/build.sh`, writes certificates, a static token file and kubeconfigs, starts etcd
-and kube-apiserver on free loopback ports in process groups of their own, and waits for `/readyz`.
-`stop()` kills both groups by PID, whatever state they are in; it is safe to call twice.
+`hack/controlplane/build.sh` (more of them when asked: `binaries=`), writes certificates, a static
+token file and kubeconfigs, starts etcd and kube-apiserver on free loopback ports in process groups
+of their own, and waits for `/readyz`. `stop()` kills both groups by PID, whatever state they are
+in; it is safe to call twice. The apiserver also gets a kubelet client certificate (for pod logs
+and `kubectl debug` when a kubelet runs) and reaches kubelets at their InternalIP.
 
 Two identities are issued (static bearer tokens):
 - `admin` in `system:masters`, used by the tests;
@@ -26,7 +29,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,35 +160,49 @@ def https_get(
         conn.close()
 
 
+def start_all(steps: Sequence[Callable[[], None]], *, stop: Callable[[], None]) -> float:
+    """Run the start-up `steps` in order; if any fails, `stop` what was started and re-raise.
+    Returns the seconds they took."""
+    started = time.monotonic()
+    try:
+        for step in steps:
+            step()
+    except BaseException:
+        stop()
+        raise
+    return time.monotonic() - started
+
+
 # --- build ----------------------------------------------------------------------------------------
+
+
+CONTROL_PLANE = ("kube-apiserver", "etcd")
 
 
 @dataclass(frozen=True)
 class Binaries:
-    directory: Path
+    """Where each binary that `hack/controlplane/build.sh` was asked for is."""
+
+    paths: Mapping[str, Path]
     build_seconds: float
 
-    @property
-    def etcd(self) -> Path:
-        return self.directory / "etcd"
-
-    @property
-    def kube_apiserver(self) -> Path:
-        return self.directory / "kube-apiserver"
+    def __getitem__(self, name: str) -> Path:
+        return self.paths[name]
 
 
-def build_binaries() -> Binaries:
-    """Run hack/controlplane/build.sh (a no-op when cached, or with KUBEBUILDER_ASSETS set)."""
+def build_binaries(names: Sequence[str] = CONTROL_PLANE) -> Binaries:
+    """Run hack/controlplane/build.sh for `names` (a no-op when cached, or found in
+    KUBEBUILDER_ASSETS); it prints `NAME=PATH` per binary."""
     started = time.monotonic()
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False, cwd=REPO
+        ["bash", str(BUILD_SCRIPT), *names], capture_output=True, text=True, check=False, cwd=REPO
     )
     if result.returncode != 0:
         raise RuntimeError(f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     if result.stderr.strip():
         sys.stderr.write(result.stderr)
-    directory = Path(result.stdout.strip().splitlines()[-1])
-    return Binaries(directory, time.monotonic() - started)
+    pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return Binaries({name: Path(path) for name, path in pairs}, time.monotonic() - started)
 
 
 # --- certificates and kubeconfigs -----------------------------------------------------------------
@@ -235,22 +252,22 @@ class ControlPlane:
 
     @classmethod
     def start(
-        cls, workdir: Path, *, extra_users: Sequence[tuple[str, str, Sequence[str]]] = ()
+        cls,
+        workdir: Path,
+        *,
+        extra_users: Sequence[tuple[str, str, Sequence[str]]] = (),
+        binaries: Sequence[str] = CONTROL_PLANE,
     ) -> ControlPlane:
         """Start both processes; on any failure, stop what was started and re-raise.
 
-        `extra_users` are (user name, token, groups) added to the static token file.
+        `extra_users` are (user name, token, groups) added to the static token file; `binaries`
+        are built (or found) besides etcd and kube-apiserver, for whoever runs more components.
         """
-        plane = cls(workdir=workdir, binaries=build_binaries())
-        started = time.monotonic()
-        try:
-            plane._files(extra_users)
-            plane._start_etcd()
-            plane._start_apiserver()
-        except BaseException:
-            plane.stop()
-            raise
-        plane.start_seconds = time.monotonic() - started
+        plane = cls(
+            workdir=workdir, binaries=build_binaries(tuple(dict.fromkeys([*CONTROL_PLANE, *binaries])))
+        )
+        steps = [lambda: plane._files(extra_users), plane._start_etcd, plane._start_apiserver]
+        plane.start_seconds = start_all(steps, stop=plane.stop)
         return plane
 
     def _files(self, extra_users: Sequence[tuple[str, str, Sequence[str]]]) -> None:
@@ -262,6 +279,12 @@ class ControlPlane:
         cert, key = issue_certificate(names, ca_cert=ca_cert, ca_key=ca_key, days=2)
         _write(pki / "apiserver.crt", cert, 0o644)
         _write(pki / "apiserver.key", key)
+        # how the apiserver authenticates to kubelets (pod logs, exec), when a node runs
+        cert, key = issue_certificate(
+            ["kube-apiserver-kubelet-client"], ca_cert=ca_cert, ca_key=ca_key, days=2, client=True
+        )
+        _write(pki / "kubelet-client.crt", cert, 0o644)
+        _write(pki / "kubelet-client.key", key)
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write(
             pki / "sa.key",
@@ -293,7 +316,7 @@ class ControlPlane:
         etcd = Managed.spawn(
             "etcd",
             [
-                str(self.binaries.etcd),
+                str(self.binaries["etcd"]),
                 "--name=e2e",
                 f"--data-dir={data}",
                 f"--listen-client-urls={client_url}",
@@ -324,7 +347,7 @@ class ControlPlane:
         apiserver = Managed.spawn(
             "kube-apiserver",
             [
-                str(self.binaries.kube_apiserver),
+                str(self.binaries["kube-apiserver"]),
                 f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
                 f"--bind-address={LOOPBACK}",
                 f"--advertise-address={LOOPBACK}",
@@ -332,12 +355,15 @@ class ControlPlane:
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'kubelet-client.key'}",
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=RBAC",
+                "--kubelet-preferred-address-types=InternalIP",  # a node's name is no DNS name here
                 "--allow-privileged=true",
                 # no controller-manager: no token controller, so do not require service accounts
                 "--disable-admission-plugins=ServiceAccount",

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import ssl
 import subprocess
 import sys
@@ -24,9 +25,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from app.certs import issue_certificate
+from app.certs import Bundle, generate_bundle, issue_certificate, service_hostnames, write_bundle
 
-from .controlplane import LOOPBACK, REPO, Managed, free_port, https_get, wait_for
+from .controlplane import CONTROL_PLANE, LOOPBACK, REPO, ControlPlane, Managed, free_port, https_get, wait_for
 
 T = TypeVar("T")
 
@@ -275,6 +276,8 @@ class Podgraft:
     process: Managed
     port: int
     ca_file: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -315,16 +318,25 @@ class Podgraft:
         ]
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         process = Managed.spawn(name, argv, log_path=workdir / "logs" / f"{name}.log", env=env)
-        server = cls(process, port, certs / "ca.crt")
+        server = cls(process, port, certs / "ca.crt", argv, env)
         if not wait:
             wait_for(server.answers, timeout=60, what=f"{name} /healthz", process=process)
             return server
-        try:
-            wait_for(server.ready, timeout=60, what="podgraft /readyz", process=process)
-        except BaseException:
-            process.stop()
-            raise
+        server._wait_ready()
         return server
+
+    def _wait_ready(self) -> None:
+        try:
+            wait_for(self.ready, timeout=60, what=f"{self.process.name} /readyz", process=self.process)
+        except BaseException:
+            self.process.stop()
+            raise
+
+    def restart(self) -> None:
+        """Start the same server again, on the same port, after `stop()`; wait until it is ready."""
+        name, log_path = self.process.name, self.process.log_path
+        self.process = Managed.spawn(name, self.argv, log_path=log_path, env=self.env)
+        self._wait_ready()
 
     def get(self, path: str) -> tuple[int, bytes]:
         return https_get(self.port, path, ca_file=self.ca_file)
@@ -529,3 +541,101 @@ def temporary_webhook(kube: Kube, configuration: Mapping[str, Any]) -> Iterator[
     finally:
         with contextlib.suppress(ApiException):
             kube.admission.delete_mutating_webhook_configuration(configuration["metadata"]["name"])
+
+
+# --- the whole stack: control plane, chart objects, Podgraft, webhook -------------------------------
+
+
+@dataclass
+class E2E:
+    """What the tests get: the admin client, Podgraft, and the names and files behind them."""
+
+    kube: Kube
+    podgraft: Podgraft
+    plane: ControlPlane
+    chart: ChartObjects
+    bundle: Bundle
+    workdir: Path
+    webhook_name: str
+    podgraft_kubeconfig: Path
+    policy_namespace: str
+
+    def opted_in(self, prefix: str = "on", **labels: str) -> str:
+        return self.kube.namespace(prefix, {INJECTION_LABEL: "enabled", **labels})
+
+
+def start_stack(
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    *,
+    policies: Mapping[str, str],
+    chart_policies: Mapping[str, Any],
+    policy_namespace: str,
+    warmup_policy: str,
+    timings: dict[str, Any],
+    binaries: Sequence[str] = CONTROL_PLANE,
+) -> E2E:
+    """Podgraft's certificates -> `helm template` (webhook + RBAC) -> control plane, with a static
+    token for the chart's ServiceAccount -> namespaces, the chart's RBAC and policy ConfigMaps ->
+    Podgraft in configmaps mode until /readyz -> the webhook configuration with `clientConfig.url`
+    -> one pod injected through the API. `stack` tears all of it down in reverse order.
+
+    `policies` are policy files put in one ConfigMap in Podgraft's namespace; `warmup_policy` is one
+    of them that injects into any pod that asks for it."""
+    started = time.monotonic()
+    bundle = generate_bundle(service_hostnames(f"pg-{PODGRAFT_NAMESPACE}", PODGRAFT_NAMESPACE), days=2)
+    write_bundle(bundle, workdir / "podgraft-certs")
+    chart = render_chart(
+        ca_bundle=bundle.ca_bundle(), watch_namespaces=[policy_namespace], policies=chart_policies
+    )
+    token = secrets.token_urlsafe(24)
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{chart.service_account[0]}"]
+    plane = ControlPlane.start(
+        workdir / "controlplane", extra_users=[(chart.user(), token, groups)], binaries=binaries
+    )
+    stack.callback(plane.stop)
+    timings.update(
+        kubernetes=plane.version, build=plane.binaries.build_seconds, controlplane=plane.start_seconds
+    )
+    kube = Kube(plane.admin_kubeconfig)
+    stack.callback(kube.close)
+    for namespace in (PODGRAFT_NAMESPACE, policy_namespace):
+        kube.core.create_namespace({"metadata": {"name": namespace}})
+    kube.create_objects(chart.rbac)
+    kube.create_objects(chart.policies)  # policies shipped in the chart's values
+    kube.put_configmap(PODGRAFT_NAMESPACE, "podgraft-policies", policies)
+
+    podgraft_started = time.monotonic()
+    podgraft_kubeconfig = plane.kubeconfig_for(chart.user(), token, "podgraft.kubeconfig")
+    podgraft = Podgraft.start(
+        workdir=workdir,
+        kubeconfig=podgraft_kubeconfig,
+        certs=workdir / "podgraft-certs",
+        namespace=PODGRAFT_NAMESPACE,
+        policy_namespaces=[PODGRAFT_NAMESPACE, policy_namespace],
+    )
+    stack.callback(podgraft.stop)
+    timings["podgraft"] = time.monotonic() - podgraft_started
+
+    webhook = with_url(chart.webhook, podgraft.url)
+    kube.put_webhook(webhook)
+    env = E2E(
+        kube,
+        podgraft,
+        plane,
+        chart,
+        bundle,
+        workdir,
+        webhook["metadata"]["name"],
+        podgraft_kubeconfig,
+        policy_namespace,
+    )
+    warmup = env.opted_in("warmup")
+
+    def first_injection() -> None:
+        body = kube.create_pod(warmup, pod(name="warmup", annotations={INJECT: warmup_policy}), dry_run=True)
+        assert injected(body.body) == [warmup_policy], body.body["metadata"]
+
+    eventually(first_injection, timeout=30, what="the apiserver calls Podgraft")
+    timings["setup"] = time.monotonic() - started
+    return env

@@ -190,8 +190,8 @@ def test_required_policy_port_clash_denies_the_pod(mutate: Mutate) -> None:
         "status": {
             "code": 403,
             "reason": "Forbidden",
-            "message": "podgraft: required policy 'mesh-proxy': container 'mesh-proxy' port 15006/TCP "
-            "clashes with container 'app' (containers in a pod share localhost)",
+            "message": "podgraft: required policy 'mesh-proxy' cannot be applied: container 'mesh-proxy' "
+            "port 15006/TCP clashes with container 'app' (containers in a pod share localhost)",
         },
     }
 

@@ -2,8 +2,11 @@
 
 For every example: the admission decision never raises, a patch always applies, the patched pod
 validates strictly against the Kubernetes schema, the original pod is never modified, and a
-second pass over the patched pod gives no patch. The example count is set by the hypothesis
-profile (`HYPOTHESIS_PROFILE=ci|fuzz`, see tests/property/conftest.py).
+second pass over the patched pod gives no patch. Whatever status annotation the pod brings (none,
+or one that claims every policy with its live hash or an old one), an admitted pod contains every
+required policy that selects it, and each policy its status then lists is present and current.
+The example count is set by the hypothesis profile (`HYPOTHESIS_PROFILE=ci|fuzz`, see
+tests/property/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from hypothesis import strategies as st
 
 from app.admission.decide import decide
 from app.admission.review import parse_review
-from app.engine.select import EngineConfig
+from app.engine.config import EngineConfig
+from app.engine.presence import injection_state
+from app.engine.select import select_policies
+from app.engine.status import read_status, status_value
 from app.sources.store import PolicyStore
 from tests.conftest import apply_patch, assert_valid_pod, decode_patch, make_review
 
@@ -31,6 +37,7 @@ ENV_NAMES = st.sampled_from(["A", "LOG_DIR", "HTTP_PROXY", "MODE"])
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
 LABEL_VALUE = st.from_regex(r"\A[a-z0-9]([a-z0-9.-]{0,8}[a-z0-9])?\Z")
 CONFIG = EngineConfig(never_namespaces=frozenset(["kube-system", "podgraft"]))
+STATUS = "podgraft.io/status"
 
 
 def _unique(items: list[dict[str, Any]], key: str = "name") -> list[dict[str, Any]]:
@@ -175,6 +182,37 @@ def test_injection_always_gives_a_valid_idempotent_pod(
     assert_valid_pod(patched)
     again = _run(patched, store, namespace=namespace)
     assert decode_patch(again) == [], "a second pass must not patch"
+
+
+@given(pod=pods(), store=policy_sets(), forge=st.sampled_from([None, "live", "old"]))
+def test_a_pod_never_evades_a_required_policy_and_the_status_never_lies(
+    pod: dict[str, Any], store: PolicyStore, forge: str | None
+) -> None:
+    policies = store.current()
+    if forge:
+        claims = {n: p.content_hash if forge == "live" else "0" * 16 for n, p in policies.by_name.items()}
+        pod["metadata"]["annotations"][STATUS] = status_value(claims, [])
+    response = _run(pod, store)
+    event(f"forge={forge} allowed={response['allowed']}")
+    if not response["allowed"]:
+        return
+    patched = apply_patch(pod, decode_patch(response))
+    selection = select_policies(
+        pod, namespace="shop", namespace_labels=None, policies=policies, config=CONFIG
+    )
+    if selection.skip_reason is not None:  # opted out: not touched, whatever it says of itself
+        assert patched == pod
+        return
+    chosen = selection.policies
+    recorded = read_status(patched["metadata"].get("annotations") or {}, STATUS)
+    assert {p.name for p in chosen if p.required} <= set(recorded)
+    for name in recorded:
+        others = [p for p in chosen if p.name != name]
+        state = injection_state(
+            patched, policies.by_name[name], namespace="shop", config=CONFIG, alongside=others
+        )
+        assert state.current, state
+        assert recorded[name] == policies.by_name[name].content_hash
 
 
 @given(pod=pods(), store=policy_sets(), image=st.sampled_from(["busybox:1.36", "evil:latest"]))

@@ -21,7 +21,7 @@ from app.admission.responses import (
     review,
 )
 from app.admission.review import MAX_DEPTH, V1, V1BETA1, AdmissionRequest, BadReview, parse_review
-from app.engine.select import EngineConfig
+from app.engine.config import EngineConfig
 from tests.conftest import apply_patch, decode_patch, make_review
 from tests.unit.builders import compiled, pod, policy_set
 

@@ -114,13 +114,82 @@ def test_explain_names_applied_and_not_applied_policies(
     monkeypatch.setattr("sys.stdin", io.StringIO((PODS / "web.yaml").read_text()))
     code, _, err = inject(capsys, "-f", "-", "--explain")
     assert code == 0
-    lines = err.splitlines()
-    assert lines[0] == "Pod/web (namespace shop):"
-    assert "  + wait-for-db: requested by podgraft.io/inject" in lines
-    assert "  + mesh-proxy: requested by podgraft.io/inject" in lines
-    assert "  + log-shipper: selected by its match rules" in lines
-    assert "  - content-sync: not requested and its match rules do not fit" in lines
-    assert "  - debug-rules: not requested and its match rules do not fit" in lines
+    assert err.splitlines() == [
+        "Pod/web (namespace shop):",
+        "  (the namespace opt-in was not checked: no --namespace-label given)",
+        "  + wait-for-db: requested by podgraft.io/inject; injected: wait-for-db (init container, first)",
+        "  + mesh-proxy: requested by podgraft.io/inject; injected: mesh-proxy (native sidecar; "
+        "sidecarMode native)",
+        "  + log-shipper: selected by its match rules; injected: log-shipper (native sidecar; "
+        "sidecarMode auto: "
+        "the cluster has native sidecars)",
+        "  - content-sync: not requested and its match rules do not fit",
+        "  - debug-rules: not requested and its match rules do not fit",
+    ]
+
+
+def test_explain_says_why_a_sidecar_is_classic_and_why_a_job_gets_none(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "report", "namespace": "shop"},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {"podgraft.io/inject": "log-shipper"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "report", "image": "python:3.12"}],
+                },
+            }
+        },
+    }
+    web = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "annotations": {"podgraft.io/inject": "log-shipper"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump_all([job, web]))
+    code, [same_job, injected], err = inject(
+        capsys,
+        "-f",
+        str(manifest),
+        "--kubernetes-version",
+        "1.28",
+        "--namespace-label",
+        "podgraft.io/injection=enabled",
+        "--explain",
+    )
+    assert code == 0
+    assert same_job == job
+    assert names(injected["spec"]["containers"]) == ["app", "log-shipper"]
+    assert [line for line in err.splitlines() if "log-shipper" in line or not line.startswith(" ")] == [
+        "Job/report (namespace shop):",
+        "  - log-shipper: requested by podgraft.io/inject; not injected: sidecar 'log-shipper' "
+        "would be a classic "
+        "container, which keeps this pod (restartPolicy Never) from completing; sidecarMode auto: no native "
+        "sidecars before Kubernetes 1.29",
+        "  ! podgraft: policy 'log-shipper' not injected: sidecar 'log-shipper' would be a "
+        "classic container, which "
+        "keeps this pod (restartPolicy Never) from completing; sidecarMode auto: no native sidecars before "
+        "Kubernetes 1.29",
+        "Pod/web (namespace default):",
+        "  + log-shipper: requested by podgraft.io/inject; injected: log-shipper (classic "
+        "sidecar; sidecarMode auto: "
+        "no native sidecars before Kubernetes 1.29)",
+    ]
+
+
+def test_inject_help_documents_the_sidecar_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["inject", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--sidecar-mode {native,classic,auto}" in out
+    assert "auto (default: native when --kubernetes-version is 1.29 or later, else classic)" in out
+    assert "restartPolicy Never or OnFailure" in out
 
 
 def test_explain_says_why_a_pod_is_skipped(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

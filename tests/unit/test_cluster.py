@@ -19,8 +19,10 @@ import jsonpatch
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from app.audit.census import Census
 from app.certs import generate_ca, read_ca_bundle
 from app.cluster.cabundle import ca_bundle_patch
+from app.cluster.census import CensusWatch
 from app.cluster.configmaps import (
     EVENT_REASON,
     ConfigMapSource,
@@ -30,9 +32,10 @@ from app.cluster.configmaps import (
     source_key,
 )
 from app.cluster.events import MAX_EVENT_MESSAGE, warning_event
-from app.cluster.mode import cluster_sources
+from app.cluster.mode import cluster_mode
 from app.cluster.namespaces import NamespaceCache, NamespaceLabels
 from app.cluster.watch import Changed, Listed, ListWatch, Sink, WatchEvent, kube_list_watch
+from app.engine.config import EngineConfig
 from app.retry import Backoff
 from app.settings import Settings
 from app.sources.store import PolicyStore
@@ -371,7 +374,9 @@ def test_namespace_cache_follows_listings_and_events() -> None:
     assert cache.labels("b") is None
 
 
-def test_cluster_sources_keeps_an_explicit_kubernetes_version(tmp_path: Path) -> None:
+def test_cluster_mode_keeps_an_explicit_kubernetes_version_and_adds_the_audit_when_enabled(
+    tmp_path: Path,
+) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         """\
@@ -389,14 +394,22 @@ current-context: c
         kubernetes_version="1.28",
         policy_namespaces=["a", "b", "a"],
     )
-    sources, namespaces, resolved = cluster_sources(settings)
+    mode = cluster_mode(settings)
 
-    assert resolved.kubernetes_version == "1.28"  # not asked: the API server is not even reachable
-    assert isinstance(namespaces, NamespaceCache)
-    assert len(sources) == 1
-    assert isinstance(sources[0], ConfigMapSource)
-    assert sources[0].namespaces == ["a", "b"]
-    assert sources[0].selector == "podgraft.io/policy=true"
+    assert mode.settings.kubernetes_version == "1.28"  # not asked: the API server is not even reachable
+    assert isinstance(mode.namespaces, NamespaceCache)
+    [source] = mode.sources
+    assert isinstance(source, ConfigMapSource)
+    assert source.namespaces == ["a", "b"]
+    assert source.selector == "podgraft.io/policy=true"
+    assert mode.census is None
+
+    audited = cluster_mode(settings.model_copy(update={"audit_enabled": True, "audit_refresh_seconds": 5}))
+    assert audited.census is not None
+    assert [type(s).__name__ for s in audited.sources] == ["ConfigMapSource", "CensusWatch"]
+    census_watch = audited.sources[1]
+    assert isinstance(census_watch, CensusWatch)
+    assert (census_watch.census, census_watch.refresh_seconds) == (audited.census, 5)
 
 
 def test_a_stopped_list_watch_cannot_be_restarted() -> None:
@@ -510,10 +523,6 @@ class FakePodWatch:
 
 
 def test_census_watch_lists_again_when_policies_or_namespace_labels_change_until_it_happened() -> None:
-    from app.audit.census import Census
-    from app.cluster.census import CensusWatch
-    from app.engine.config import EngineConfig
-
     namespaces = NamespaceCache(watch_factory=lambda cache: FakeApi([]).list_watch(cache.apply))
     namespaces.apply(Listed([NamespaceLabels("shop", {"podgraft.io/injection": "enabled"})]))
     store = PolicyStore()
@@ -538,10 +547,6 @@ def test_census_watch_lists_again_when_policies_or_namespace_labels_change_until
 
 
 def test_census_watch_keeps_a_record_per_concerned_pod_and_drops_deleted_ones() -> None:
-    from app.audit.census import Census
-    from app.cluster.census import CensusWatch
-    from app.engine.config import EngineConfig
-
     census = Census()
     namespaces = NamespaceCache(watch_factory=lambda cache: FakeApi([]).list_watch(cache.apply))
     namespaces.apply(Listed([NamespaceLabels("shop", {"podgraft.io/injection": "enabled"})]))

@@ -9,7 +9,7 @@ import orjson
 from app.admission.cache import DecisionCache
 from app.admission.decide import decide
 from app.admission.review import AdmissionRequest, parse_review
-from app.engine.select import EngineConfig
+from app.engine.config import EngineConfig
 from app.sources.store import PolicyStore
 from tests.conftest import EXAMPLE_POLICIES, make_review
 

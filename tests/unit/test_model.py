@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.policy.model import InjectionPolicy, PolicyError, check_label_key, parse_policy
-from tests.unit.builders import BUSYBOX, policy_doc
+from tests.unit.builders import BUSYBOX, compiled, policy_doc
 
 C = BUSYBOX
 
@@ -202,6 +202,27 @@ def _with(document: dict[str, Any], **top: Any) -> dict[str, Any]:
             "first",
             id="bad-init-position",
         ),
+        pytest.param(
+            policy_doc(sidecars=[C], podVolumes=["Data"]), "spec.podVolumes", "DNS-1123", id="pod-volume-name"
+        ),
+        pytest.param(
+            policy_doc(sidecars=[C], podVolumes=["data", "data"]),
+            "spec.podVolumes",
+            "unique",
+            id="pod-volume-twice",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[C], podVolumes="data"),
+            "spec.podVolumes",
+            "list",
+            id="pod-volumes-not-a-list",
+        ),
+        pytest.param(
+            policy_doc(sidecars=[C], volumes=[{"name": "data", "emptyDir": {}}], podVolumes=["data"]),
+            "spec",
+            "volume data is both the policy's own (spec.volumes) and the pod's (spec.podVolumes)",
+            id="pod-volume-also-own",
+        ),
     ],
 )
 def test_rejection_names_the_field(document: dict[str, Any], path: str, words: str) -> None:
@@ -317,3 +338,10 @@ def test_check_label_key(key: str, ok: bool) -> None:
     else:
         with pytest.raises(ValueError, match=re.escape(repr(key))):
             check_label_key(key)
+
+
+def test_pod_volumes_are_optional_and_do_not_change_the_hash_of_policies_without_them() -> None:
+    plain = compiled("p", sidecars=[C])
+    assert parse_policy(policy_doc(sidecars=[C])).spec.pod_volumes == []
+    assert plain.content_hash == compiled("p", sidecars=[C], podVolumes=[]).content_hash
+    assert plain.content_hash != compiled("p", sidecars=[C], podVolumes=["data"]).content_hash

@@ -1,4 +1,5 @@
-"""Mutation: layout of injected containers, copy-on-write, conflicts as warnings, ephemeral rules."""
+"""Mutation: layout of injected containers, copy-on-write, each policy whole or not at all, the
+status annotation, ephemeral rules."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from app.engine.mutate import image_allowed, mutate_ephemeral, mutate_pod, status_value
+from app.engine.config import EngineConfig
+from app.engine.mutate import image_allowed, mutate_ephemeral, mutate_pod
 from app.engine.policyset import CompiledPolicy
-from app.engine.select import EngineConfig
 from app.settings import Settings
 from tests.unit.builders import compiled, pod
 
@@ -22,16 +23,9 @@ def mutate(
     subject: dict[str, Any],
     *policies: CompiledPolicy,
     config: EngineConfig = NATIVE,
-    previous: dict[str, str] | None = None,
-    previous_containers: frozenset[str] = frozenset(),
+    claims: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    return mutate_pod(
-        subject,
-        [(p, p.spec) for p in policies],
-        config=config,
-        previous_status=previous or {},
-        previous_containers=previous_containers,
-    )
+    return mutate_pod(subject, [(p, p.spec) for p in policies], config=config, claims=claims or {})
 
 
 def names(containers: list[dict[str, Any]] | None) -> list[str]:
@@ -218,97 +212,131 @@ def test_a_metadata_only_policy_leaves_the_spec_lists_shared() -> None:
     assert result["metadata"]["labels"] is subject["metadata"]["labels"]
 
 
-# --- conflicts ------------------------------------------------------------------------------------
+# --- conflicts: a policy is applied whole or not at all ------------------------------------------
+
+NEITHER = "neither defines (spec.volumes) nor takes from the pod (spec.podVolumes)"
+CONFLICTS = [
+    pytest.param(
+        {"containers": [{"name": "proxy", "image": "mine"}]},
+        {"sidecars": [sidecar()]},
+        "the pod already has a container named 'proxy'",
+        id="container-name",
+    ),
+    pytest.param(
+        {
+            "containers": [{"name": "app", "image": "x"}],
+            "volumes": [{"name": "data", "configMap": {"name": "c"}}],
+        },
+        {"volumes": [{"name": "data", "emptyDir": {}}], "env": [{"name": "A", "value": "1"}]},
+        "the pod already has a different volume named 'data'",
+        id="volume-name",
+    ),
+    pytest.param(
+        {
+            "containers": [
+                {"name": "app", "image": "x", "volumeMounts": [{"name": "own", "mountPath": "/data"}]}
+            ],
+            "volumes": [{"name": "own", "emptyDir": {}}],
+        },
+        {
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        },
+        "container 'app' already mounts something else at '/data'",
+        id="mount-path",
+    ),
+    pytest.param(
+        {"containers": [{"name": "app", "image": "x", "env": [{"name": "LOG_DIR", "value": "/mine"}]}]},
+        {"env": [{"name": "LOG_DIR", "value": "/var/log"}], "labels": {"logs": "shipped"}},
+        "container 'app' already sets env 'LOG_DIR' differently",
+        id="env-name",
+    ),
+    pytest.param(
+        {"containers": [{"name": "app", "image": "x"}], "volumes": [{"name": "nowhere", "emptyDir": {}}]},
+        {"volumeMounts": [{"name": "nowhere", "mountPath": "/n"}]},
+        f"volumeMount 'nowhere' names a volume the policy {NEITHER}",
+        id="mount-of-a-pod-volume",
+    ),
+    pytest.param(
+        {"containers": [{"name": "app", "image": "x"}]},
+        {"sidecars": [sidecar(volumeMounts=[{"name": "nowhere", "mountPath": "/n"}])]},
+        f"container 'proxy' mounts volume 'nowhere', which the policy {NEITHER}",
+        id="helper-mounts-an-undeclared-volume",
+    ),
+    pytest.param(
+        {"containers": [{"name": "app", "image": "x"}]},
+        {"podVolumes": ["data"], "sidecars": [sidecar(volumeMounts=[{"name": "data", "mountPath": "/d"}])]},
+        "the pod has no volume 'data' (spec.podVolumes)",
+        id="declared-pod-volume-missing",
+    ),
+    pytest.param(
+        {
+            "containers": [{"name": "app", "image": "x"}],
+            "ephemeralContainers": [{"name": "proxy", "image": "y"}],
+        },
+        {"sidecars": [sidecar()]},
+        "the pod already has an ephemeral container named 'proxy'",
+        id="ephemeral-container-name",
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("spec", "policy_spec", "words"),
-    [
-        pytest.param(
-            {"containers": [{"name": "proxy", "image": "mine"}]},
-            {"sidecars": [sidecar()]},
-            "a container named 'proxy' already exists; not injected",
-            id="container-name",
-        ),
-        pytest.param(
-            {
-                "containers": [{"name": "app", "image": "x"}],
-                "volumes": [{"name": "data", "configMap": {"name": "c"}}],
-            },
-            {"volumes": [{"name": "data", "emptyDir": {}}]},
-            "the pod already has a different volume named 'data'; kept the pod's",
-            id="volume-name",
-        ),
-        pytest.param(
-            {
-                "containers": [
-                    {"name": "app", "image": "x", "volumeMounts": [{"name": "own", "mountPath": "/data"}]}
-                ],
-                "volumes": [{"name": "own", "emptyDir": {}}, {"name": "data", "emptyDir": {}}],
-            },
-            {
-                "volumes": [{"name": "data", "emptyDir": {}}],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-            },
-            "container 'app' already mounts something at '/data'; not mounted",
-            id="mount-path",
-        ),
-        pytest.param(
-            {"containers": [{"name": "app", "image": "x", "env": [{"name": "LOG_DIR", "value": "/mine"}]}]},
-            {"env": [{"name": "LOG_DIR", "value": "/var/log"}]},
-            "container 'app' already sets env 'LOG_DIR'; kept its value",
-            id="env-name",
-        ),
-        pytest.param(
-            {"containers": [{"name": "app", "image": "x"}]},
-            {"volumeMounts": [{"name": "nowhere", "mountPath": "/n"}]},
-            "volumeMount 'nowhere' names no volume of the pod; not mounted",
-            id="mount-without-volume",
-        ),
-        pytest.param(
-            {"containers": [{"name": "app", "image": "x"}]},
-            {"sidecars": [sidecar(volumeMounts=[{"name": "nowhere", "mountPath": "/n"}])]},
-            "container 'proxy' mounts nowhere, which the pod does not have; not injected",
-            id="helper-mounts-missing-volume",
-        ),
-    ],
-)
-def test_conflicts_are_warnings(spec: dict[str, Any], policy_spec: dict[str, Any], words: str) -> None:
+@pytest.mark.parametrize(("spec", "policy_spec", "words"), CONFLICTS)
+def test_a_conflict_skips_an_optional_policy_whole(
+    spec: dict[str, Any], policy_spec: dict[str, Any], words: str
+) -> None:
     subject = pod(**spec)
     result, outcome = mutate(subject, compiled("pol", **policy_spec))
-    assert any(w == f"podgraft: policy 'pol': {words}" for w in outcome.warnings), outcome.warnings
+    assert outcome.warnings == [f"podgraft: policy 'pol' not injected: {words}"]
     assert outcome.denial is None
-    # Nothing was duplicated.
-    for key in ("containers", "initContainers", "volumes"):
-        listed = names(result["spec"].get(key))
-        assert len(listed) == len(set(listed)), key
+    assert outcome.injected == []
+    assert result == subject, "nothing of the policy, not even the status annotation"
+    assert [r.state for r in outcome.results] == ["conflict"]
 
 
-def test_conflicting_metadata_keeps_the_pods_values() -> None:
+@pytest.mark.parametrize(("spec", "policy_spec", "words"), CONFLICTS)
+def test_a_conflict_of_a_required_policy_denies(
+    spec: dict[str, Any], policy_spec: dict[str, Any], words: str
+) -> None:
+    _, outcome = mutate(pod(**spec), compiled("pol", required=True, **policy_spec))
+    assert outcome.denial == f"podgraft: required policy 'pol' cannot be applied: {words}"
+    assert outcome.warnings == []
+
+
+def test_a_denial_names_every_conflict() -> None:
     subject = pod(
-        annotations={"example.com/owner": "team-a", "podgraft.io/inject": "pol"}, labels={"tier": "web"}
+        labels={"tier": "web"},
+        containers=[
+            {"name": "app", "image": "x", "env": [{"name": "A", "value": "mine"}]},
+            {"name": "proxy", "image": "y"},
+        ],
     )
     policy = compiled(
-        "pol",
-        annotations={"example.com/owner": "team-b", STATUS: "forged", "podgraft.io/inject": "other"},
-        labels={"tier": "db"},
-        env=[{"name": "X", "value": "1"}],
+        "pol", required=True, sidecars=[sidecar()], env=[{"name": "A", "value": "1"}], labels={"tier": "db"}
+    )
+    _, outcome = mutate(subject, policy)
+    assert outcome.denial == (
+        "podgraft: required policy 'pol' cannot be applied: the pod already has a container named 'proxy'; "
+        "container 'app' already sets env 'A' differently; the pod already has label 'tier'='web'"
+    )
+
+
+def test_reserved_annotations_are_never_set() -> None:
+    subject = pod(annotations={"podgraft.io/inject": "pol"})
+    policy = compiled(
+        "pol", annotations={STATUS: "forged", "podgraft.io/inject": "other", "example.com/a": "1"}
     )
     result, outcome = mutate(subject, policy)
-    assert result["metadata"]["annotations"]["example.com/owner"] == "team-a"
     assert result["metadata"]["annotations"]["podgraft.io/inject"] == "pol"
-    assert result["metadata"]["labels"] == {"tier": "web"}
-    assert "podgraft: policy 'pol': the pod already has annotation 'example.com/owner'='team-a'; kept it" in (
-        outcome.warnings
-    )
-    assert "podgraft: policy 'pol': the pod already has label 'tier'='web'; kept it" in outcome.warnings
-    assert (
-        f"podgraft: policy 'pol': annotation {STATUS!r} is reserved for Podgraft; not set" in outcome.warnings
-    )
+    assert result["metadata"]["annotations"]["example.com/a"] == "1"
+    assert outcome.warnings == [
+        f"podgraft: policy 'pol': annotation {STATUS!r} is reserved for Podgraft; not set",
+        "podgraft: policy 'pol': annotation 'podgraft.io/inject' is reserved for Podgraft; not set",
+    ]
     assert status_of(result)["policies"] == [{"name": "pol", "hash": policy.content_hash}]
 
 
-def test_identical_existing_items_are_no_conflict() -> None:
+def test_items_the_pod_already_has_make_the_policy_current() -> None:
     subject = pod(
         containers=[
             {
@@ -329,20 +357,33 @@ def test_identical_existing_items_are_no_conflict() -> None:
         imagePullSecrets=[{"name": "creds"}],
     )
     result, outcome = mutate(subject, policy)
-    assert outcome.warnings == ["podgraft: policy 'same': nothing left to inject after conflicts"]
+    assert outcome.warnings == []
     assert outcome.injected == []
-    assert STATUS not in (result["metadata"].get("annotations") or {})
+    assert [r.state for r in outcome.results] == ["current"]
+    assert result["spec"] is not subject["spec"]
     assert result["spec"]["containers"] is subject["spec"]["containers"]
+    assert status_of(result)["policies"] == [{"name": "same", "hash": policy.content_hash}]
 
 
-def test_a_policy_left_with_nothing_is_not_recorded() -> None:
+def test_a_policy_with_a_conflict_is_not_recorded_and_the_others_are() -> None:
     subject = pod(containers=[{"name": "app", "image": "x"}, {"name": "proxy", "image": "y"}])
     result, outcome = mutate(
         subject, compiled("mesh", sidecars=[sidecar()]), compiled("env", env=[{"name": "A", "value": "1"}])
     )
     assert [p.name for p in outcome.injected] == ["env"]
-    assert "podgraft: policy 'mesh': nothing left to inject after conflicts" in outcome.warnings
+    assert outcome.warnings == [
+        "podgraft: policy 'mesh' not injected: the pod already has a container named 'proxy'"
+    ]
     assert [e["name"] for e in status_of(result)["policies"]] == ["env"]
+
+
+def test_two_policies_may_share_identical_items() -> None:
+    shared = {"volumes": [{"name": "data", "emptyDir": {}}], "env": [{"name": "A", "value": "1"}]}
+    result, outcome = mutate(pod(), compiled("one", **shared), compiled("two", **shared))
+    assert outcome.warnings == []
+    assert [r.state for r in outcome.results] == ["injected", "current"]
+    assert names(result["spec"]["volumes"]) == ["data"]
+    assert [e["name"] for e in status_of(result)["policies"]] == ["one", "two"]
 
 
 # --- ports ----------------------------------------------------------------------------------------
@@ -355,25 +396,25 @@ def _app_on(port: int, protocol: str | None = None) -> dict[str, Any]:
     return pod(containers=[{"name": "app", "image": "x", "ports": [entry]}])
 
 
+LOCALHOST_CLASH = (
+    "container 'proxy' port 8080/TCP clashes with container 'app' (containers in a pod share localhost)"
+)
+
+
 @pytest.mark.parametrize("mode", ["native", "classic"])
-def test_port_clash_is_a_warning(mode: str) -> None:
+def test_a_port_clash_skips_an_optional_policy(mode: str) -> None:
     policy = compiled("mesh", sidecarMode=mode, sidecars=[sidecar(ports=[{"containerPort": 8080}])])
-    result, outcome = mutate(_app_on(8080), policy)
+    subject = _app_on(8080)
+    result, outcome = mutate(subject, policy)
     assert outcome.denial is None
-    assert (
-        "podgraft: policy 'mesh': container 'proxy' port 8080/TCP clashes with container 'app' "
-        "(containers in a pod share localhost)"
-    ) in outcome.warnings
-    assert "proxy" in names(result["spec"].get("initContainers")) + names(result["spec"]["containers"])
+    assert outcome.warnings == [f"podgraft: policy 'mesh' not injected: {LOCALHOST_CLASH}"]
+    assert result == subject
 
 
 def test_port_clash_of_a_required_policy_denies() -> None:
     policy = compiled("mesh", required=True, sidecars=[sidecar(ports=[{"containerPort": 8080}])])
     _, outcome = mutate(_app_on(8080), policy)
-    assert outcome.denial == (
-        "podgraft: required policy 'mesh': container 'proxy' port 8080/TCP clashes with container 'app' "
-        "(containers in a pod share localhost)"
-    )
+    assert outcome.denial == f"podgraft: required policy 'mesh' cannot be applied: {LOCALHOST_CLASH}"
 
 
 @pytest.mark.parametrize(
@@ -396,12 +437,20 @@ def test_port_clash_of_a_required_policy_denies() -> None:
             compiled("mesh", sidecars=[sidecar(ports=[{"containerPort": 15000}])]),
             id="other-port",
         ),
+        pytest.param(
+            pod(
+                containers=[{"name": "app", "image": "x", "ports": [{"containerPort": 80, "hostPort": 8080}]}]
+            ),
+            compiled("mesh", sidecars=[sidecar(ports=[{"containerPort": 8080}])]),
+            id="a-host-port-is-not-a-pod-port",
+        ),
     ],
 )
 def test_no_port_clash(app: dict[str, Any], policy: CompiledPolicy) -> None:
     _, outcome = mutate(app, policy)
     assert outcome.warnings == []
     assert outcome.denial is None
+    assert outcome.injected == [policy]
 
 
 def test_two_injected_helpers_clash_with_each_other() -> None:
@@ -412,7 +461,30 @@ def test_two_injected_helpers_clash_with_each_other() -> None:
         "b", containers=[{"name": "b-helper", "image": "x", "ports": [{"containerPort": 9000}]}]
     )
     _, outcome = mutate(pod(), first, second)
-    assert any("'b-helper' port 9000/TCP clashes with container 'a-proxy'" in w for w in outcome.warnings)
+    assert outcome.warnings == [
+        "podgraft: policy 'b' not injected: container 'b-helper' port 9000/TCP clashes with container "
+        "'a-proxy' (containers in a pod share localhost)"
+    ]
+
+
+def test_host_network_ports_are_the_nodes() -> None:
+    subject = pod(
+        containers=[{"name": "app", "image": "x", "ports": [{"containerPort": 9000}]}], hostNetwork=True
+    )
+    clash = compiled("a", sidecars=[sidecar(ports=[{"containerPort": 9000}])])
+    _, outcome = mutate(subject, clash)
+    assert outcome.warnings == [
+        "podgraft: policy 'a' not injected: container 'proxy' port 9000/TCP clashes with container 'app' on "
+        "the node (the pod uses hostNetwork)"
+    ]
+    helper = compiled("b", sidecars=[sidecar(ports=[{"containerPort": 15000}, {"containerPort": 15001}])])
+    result, outcome = mutate(subject, helper)
+    assert outcome.warnings == [
+        "podgraft: policy 'b': container 'proxy' listens on the node's ports 15000/TCP, "
+        "15001/TCP (the pod uses "
+        "hostNetwork): another pod on the node that uses them will clash"
+    ]
+    assert names(result["spec"]["initContainers"]) == ["proxy"]
 
 
 # --- env and mounts go to the pod's own containers only -------------------------------------------
@@ -434,36 +506,113 @@ def test_env_and_mounts_skip_helpers() -> None:
     assert status_of(result)["containers"] == ["helper"]
 
 
-def test_helpers_of_an_earlier_pass_are_not_app_containers() -> None:
-    subject = pod(containers=[{"name": "app", "image": "x"}, {"name": "helper", "image": "y"}])
-    result, _ = mutate(
-        subject, compiled("env", env=[{"name": "A", "value": "1"}]), previous_containers=frozenset(["helper"])
-    )
+def test_a_helper_already_in_the_pod_is_not_an_app_container() -> None:
+    helper = compiled("helper", sidecarMode="classic", sidecars=[sidecar("helper")])
+    subject = pod(containers=[{"name": "app", "image": "x"}, sidecar("helper")])
+    result, outcome = mutate(subject, helper, compiled("env", env=[{"name": "A", "value": "1"}]))
     assert "env" in result["spec"]["containers"][0]
     assert result["spec"]["containers"][1] is subject["spec"]["containers"][1]
+    assert [r.state for r in outcome.results] == ["current", "injected"]
     assert status_of(result)["containers"] == ["helper"]
+
+
+def test_a_container_named_like_a_helper_but_different_is_an_app_container() -> None:
+    helper = compiled("helper", sidecarMode="classic", sidecars=[sidecar("helper")])
+    mine = {"name": "helper", "image": "mine:1"}
+    result, outcome = mutate(
+        pod(containers=[{"name": "app", "image": "x"}, mine]),
+        helper,
+        compiled("env", env=[{"name": "A", "value": "1"}]),
+    )
+    assert [r.state for r in outcome.results] == ["conflict", "injected"]
+    assert [c.get("env") for c in result["spec"]["containers"]] == [[{"name": "A", "value": "1"}]] * 2
 
 
 # --- the status annotation ------------------------------------------------------------------------
 
 
-def test_status_merge_keeps_earlier_entries() -> None:
+def test_the_status_lists_exactly_the_policies_present() -> None:
     policy = compiled("new", env=[{"name": "A", "value": "1"}])
-    result, _ = mutate(pod(), policy, previous={"zeta": "1111", "alpha": "2222", "new": "old-hash"})
-    assert status_of(result)["policies"] == [
-        {"name": "alpha", "hash": "2222"},
-        {"name": "new", "hash": policy.content_hash},
-        {"name": "zeta", "hash": "1111"},
-    ]
-
-
-def test_status_value_is_compact_sorted_json() -> None:
-    policy = compiled("b", env=[{"name": "A", "value": "1"}])
-    value = status_value({"a": "1"}, [policy], ["z", "y", "z"])
-    assert value == (
-        f'{{"policies":[{{"name":"a","hash":"1"}},{{"name":"b","hash":"{policy.content_hash}"}}],'
-        '"containers":["y","z"]}'
+    subject = pod(
+        annotations={STATUS: '{"policies":[{"name":"zeta","hash":"1111"},{"name":"new","hash":"old"}]}'}
     )
+    result, outcome = mutate(subject, policy, claims={"zeta": "1111", "new": "old"})
+    assert status_of(result) == {"policies": [{"name": "new", "hash": policy.content_hash}]}
+    assert [r.state for r in outcome.results] == ["updated"]
+
+
+def test_a_status_that_claims_a_policy_which_is_not_applied_is_removed() -> None:
+    mesh = compiled("mesh", sidecars=[sidecar()])
+    subject = pod(
+        annotations={STATUS: '{"policies":[{"name":"mesh","hash":"x"}]}', "a": "1"},
+        containers=[{"name": "app", "image": "x", "ports": [{"containerPort": 9}]}],
+        ephemeralContainers=[{"name": "proxy", "image": "y"}],
+    )
+    result, outcome = mutate(subject, mesh, claims={"mesh": "x"})
+    assert result["metadata"]["annotations"] == {"a": "1"}
+    assert [r.state for r in outcome.results] == ["conflict"]
+
+
+def test_a_current_pod_keeps_its_status_object() -> None:
+    policy = compiled("env", env=[{"name": "A", "value": "1"}])
+    first, _ = mutate(pod(), policy)
+    again, outcome = mutate(first, policy, claims={"env": policy.content_hash})
+    assert again["metadata"]["annotations"] is first["metadata"]["annotations"]
+    assert [r.state for r in outcome.results] == ["current"]
+
+
+# --- a pod that carries another version -----------------------------------------------------------
+
+
+def test_a_claimed_policy_replaces_its_older_items_in_place() -> None:
+    old = compiled(
+        "pol",
+        sidecarMode="native",
+        sidecars=[sidecar(image="envoy:1")],
+        volumes=[{"name": "data", "emptyDir": {}}],
+        env=[{"name": "A", "value": "old"}],
+        labels={"version": "1"},
+    )
+    new = compiled(
+        "pol",
+        sidecarMode="native",
+        sidecars=[sidecar(image="envoy:2")],
+        volumes=[{"name": "data", "emptyDir": {"medium": "Memory"}}],
+        env=[{"name": "A", "value": "new"}],
+        labels={"version": "2"},
+    )
+    own_init = {"name": "own-init", "image": "busybox"}
+    subject = pod(initContainers=[own_init], containers=[{"name": "app", "image": "x"}])
+    injected, _ = mutate(subject, old)
+    fresh, _ = mutate(subject, new)
+    updated, outcome = mutate(injected, new, claims={"pol": old.content_hash})
+    assert [r.state for r in outcome.results] == ["updated"]
+    assert updated == fresh
+    _, outcome = mutate(injected, new)
+    assert [r.state for r in outcome.results] == ["conflict"]
+    assert len(outcome.warnings) == 4
+
+
+def test_a_claimed_classic_sidecar_moves_when_the_mode_becomes_native() -> None:
+    spec = {"sidecars": [sidecar()], "env": [{"name": "A", "value": "1"}]}
+    classic = compiled("pol", sidecarMode="classic", **spec)
+    native = compiled("pol", sidecarMode="native", **spec)
+    injected, _ = mutate(pod(), classic)
+    assert names(injected["spec"]["containers"]) == ["app", "proxy"]
+    updated, _ = mutate(injected, native, claims={"pol": classic.content_hash})
+    assert names(updated["spec"]["containers"]) == ["app"]
+    assert updated["spec"]["initContainers"] == [{**sidecar(), "restartPolicy": "Always"}]
+    assert updated["spec"]["containers"][0]["env"] == [{"name": "A", "value": "1"}]
+
+
+def test_a_claim_never_takes_an_item_another_policy_holds() -> None:
+    first = compiled("first", volumes=[{"name": "data", "emptyDir": {}}])
+    second = compiled("second", volumes=[{"name": "data", "emptyDir": {"medium": "Memory"}}])
+    result, outcome = mutate(pod(), first, second, claims={"second": "old"})
+    assert result["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
+    assert outcome.warnings == [
+        "podgraft: policy 'second' not injected: the pod already has a different volume named 'data'"
+    ]
 
 
 # --- odd pods -------------------------------------------------------------------------------------
@@ -476,6 +625,13 @@ def test_status_value_is_compact_sorted_json() -> None:
         pytest.param({}, id="empty"),
         pytest.param({"metadata": {}, "spec": {"containers": "x", "initContainers": {}}}, id="odd-lists"),
         pytest.param({"metadata": {}, "spec": {"containers": [1, None, {"noname": 1}]}}, id="odd-containers"),
+        pytest.param(
+            {
+                "metadata": {"labels": {"added": 1}},
+                "spec": {"containers": [{"name": ["x"], "env": "y", "ports": [{"containerPort": "80"}]}]},
+            },
+            id="odd-items",
+        ),
     ],
 )
 def test_odd_pods_never_raise(subject: dict[str, Any]) -> None:
@@ -569,3 +725,14 @@ def test_ephemeral_old_pod_of_odd_shape() -> None:
 )
 def test_image_allowed(image: str, patterns: list[str], allowed: bool) -> None:
     assert image_allowed(image, patterns) is allowed
+
+
+def test_a_policy_with_only_ephemeral_rules_injects_nothing_at_creation_and_is_not_recorded() -> None:
+    result, outcome = mutate(pod(), RULES)
+    assert result == pod()
+    assert outcome.warnings == []
+    assert [r.state for r in outcome.results] == ["nothing"]
+    assert (
+        outcome.results[0].detail()
+        == "nothing to inject at creation (its ephemeral rules apply to kubectl debug)"
+    )

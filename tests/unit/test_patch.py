@@ -11,9 +11,9 @@ import orjson
 import pytest
 import yaml
 
+from app.engine.config import EngineConfig
 from app.engine.inject import inject_pod
 from app.engine.patch import create_patch, escape, without_managed_fields
-from app.engine.select import EngineConfig
 from tests.conftest import EXAMPLE_POLICIES, ROOT, apply_patch, assert_valid_pod, policies_from_dir
 from tests.unit.builders import compiled, pod, policy_set
 

@@ -9,12 +9,11 @@ import orjson
 import pytest
 
 from app.engine import select as select_module
+from app.engine.config import EngineConfig
 from app.engine.policyset import PolicySet
 from app.engine.select import (
     MAX_REQUESTED,
-    EngineConfig,
     Selection,
-    read_status,
     requested_names,
     select_policies,
 )
@@ -344,49 +343,20 @@ def test_namespace_selector_refusal_of_a_required_policy_is_a_denial() -> None:
     assert chosen(allowed) == ["scoped-required"]
 
 
-def test_already_injected_with_the_same_hash_is_skipped() -> None:
-    plain = POLICIES.by_name["plain"]
-    subject = pod(annotations={INJECT: "plain,second", STATUS: status(plain=plain.content_hash)})
-    selection = select(subject)
-    assert chosen(selection) == ["second"]
-    skipped = next(d for d in selection.decisions if d.policy == "plain")
-    assert not skipped.applied
-    assert "already injected" in skipped.reason
-    assert selection.injected == {"plain": plain.content_hash}
-
-
-def test_already_injected_with_another_hash_is_selected_again() -> None:
-    subject = pod(annotations={INJECT: "plain", STATUS: status(plain="0000000000000000")})
-    assert chosen(select(subject)) == ["plain"]
-
-
-def test_ignore_status_reselects_injected_policies() -> None:
-    plain = POLICIES.by_name["plain"]
-    subject = pod(annotations={INJECT: "plain", STATUS: status(plain=plain.content_hash)})
-    selection = select(subject, ignore_status=True)
-    assert chosen(selection) == ["plain"]
-    assert selection.injected == {}
-
-
 @pytest.mark.parametrize(
     "raw",
     [
-        pytest.param("not json", id="not-json"),
-        pytest.param("[]", id="array"),
-        pytest.param('{"policies": "plain"}', id="policies-not-a-list"),
-        pytest.param('{"policies": [1, {"name": 2, "hash": "x"}, {"name": "plain"}]}', id="bad-entries"),
-        pytest.param("", id="empty"),
-        pytest.param("{" * 5000, id="deep-garbage"),
+        pytest.param(lambda: status(plain=POLICIES.by_name["plain"].content_hash), id="live-hash"),
+        pytest.param(lambda: status(plain="0000000000000000"), id="other-hash"),
+        pytest.param(lambda: "{" * 5000, id="garbage"),
     ],
 )
-def test_garbage_status_annotation_reads_as_nothing_injected(raw: str) -> None:
-    assert read_status({STATUS: raw}, STATUS) == {}
-    assert chosen(select(pod(annotations={INJECT: "plain", STATUS: raw}))) == ["plain"]
-
-
-def test_read_status_keeps_valid_entries() -> None:
-    raw = '{"policies": [{"name": "a", "hash": "1"}, {"name": "b"}, {"name": "c", "hash": "3"}]}'
-    assert read_status({STATUS: raw}, STATUS) == {"a": "1", "c": "3"}
+def test_selection_never_reads_the_status_annotation(raw: Any) -> None:
+    # On CREATE the annotation is whatever the pod's author wrote: whether a policy is injected
+    # already is decided from the pod's contents (tests/unit/test_presence.py).
+    selection = select(pod(annotations={INJECT: "plain,second", STATUS: raw()}))
+    assert chosen(selection) == ["plain", "second"]
+    assert all(d.applied for d in selection.decisions)
 
 
 def test_odd_metadata_shapes_select_nothing() -> None:
