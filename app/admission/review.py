@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import orjson
 
+from app.policy.model import kind_of
+
 V1 = "admission.k8s.io/v1"
 V1BETA1 = "admission.k8s.io/v1beta1"
 VERSIONS = (V1, V1BETA1)
@@ -89,7 +91,7 @@ def _optional_mapping(
         return None
     if not isinstance(value, dict):
         raise BadReview(
-            f"request.{key} must be an object, got {type(value).__name__}", api_version=version, uid=uid
+            f"request.{key} must be an object, got {kind_of(value)}", api_version=version, uid=uid
         )
     return value
 
@@ -103,8 +105,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
     except orjson.JSONDecodeError as exc:
         raise BadReview(f"body is not valid JSON: {exc}") from None
     if not isinstance(review, dict):
-        raise BadReview(f"expected an AdmissionReview object, got a JSON {type(review).__name__}")
+        raise BadReview(f"expected an AdmissionReview object, got {kind_of(review)}")
     version = review.get("apiVersion")
+    if version is None:
+        raise BadReview(f"apiVersion missing: expected an AdmissionReview of {V1} or {V1BETA1}")
     if version not in VERSIONS:
         raise BadReview(f"unsupported apiVersion {str(version)[:80]!r}; expected {V1} or {V1BETA1}")
     if review.get("kind") != "AdmissionReview":

@@ -17,7 +17,7 @@ The language is deliberately small, so that every render is bounded in time and 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -179,14 +179,49 @@ _ENV.filters = {name: f for name, f in _ENV.filters.items() if name in SAFE_FILT
 _ENV.filters.update(join=_bounded_join, replace=_bounded_replace)
 
 
-def _check_statements(source: str) -> None:
+def _check_statements(tree: nodes.Template) -> None:
     """Refuse anything but expressions and `if` (loops, macros, `set`, includes...)."""
-    for node in _ENV.parse(source).find_all(nodes.Node):
+    for node in tree.find_all(nodes.Node):
         if not isinstance(node, ALLOWED_NODES):
             raise RenderError(
                 f"{type(node).__name__.lower()} is not allowed in policy templates "
                 "(only {{ expressions }} and {% if %})"
             )
+
+
+def _param_read(node: nodes.Node) -> str | None:
+    """The parameter `params.x` or `params['x']` reads, if `node` is such a read."""
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "params":
+        return None if node.attr in SAFE_METHODS[dict] else node.attr
+    if (
+        isinstance(node, nodes.Getitem)
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == "params"
+        and isinstance(node.arg, nodes.Const)
+        and isinstance(node.arg.value, str)
+    ):
+        return node.arg.value
+    return None
+
+
+def undefined_parameters(tree: nodes.Template, parameters: Collection[str]) -> list[str]:
+    """The parameters a template reads that the policy does not define, where no `default` filter
+    guards the read and no `is defined` test guards the name: reading one fails on every pod, so it
+    is refused at load."""
+    guarded_reads = {id(node.node) for node in tree.find_all(nodes.Filter) if node.name in ("default", "d")}
+    tested = {
+        _param_read(node.node)
+        for node in tree.find_all(nodes.Test)
+        if node.name in ("defined", "undefined") and node.node is not None
+    }
+    found = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = _param_read(node)
+        if name is None or name in parameters or name in tested or id(node) in guarded_reads:
+            continue
+        if name not in found:
+            found.append(name)
+    return found
 
 
 def _is_template(text: str) -> bool:
@@ -214,27 +249,40 @@ def _is_dynamic(value: Any) -> bool:
     return type(value) is Template or type(value) is _Dynamic or type(value) is _DynamicList
 
 
-def compile_tree(value: Any, path: str = "spec") -> Any:
+def compile_tree(value: Any, path: str = "spec", *, parameters: Collection[str] | None = None) -> Any:
     """Replace every template string in a JSON-like tree with a compiled `Template`, and mark the
     containers above templates, so rendering walks only those paths.
 
-    Raises `RenderError` naming the path when a template does not compile.
+    Raises `RenderError` naming the path when a template does not compile, uses a refused construct,
+    or (given the policy's `parameters`) reads a parameter the policy does not define.
     """
     if isinstance(value, str):
         if not _is_template(value):
             return value
         try:
-            _check_statements(value)
+            tree = _ENV.parse(value)
+            _check_statements(tree)
+            missing = undefined_parameters(tree, parameters) if parameters is not None else []
+            if missing:
+                names = ", ".join(f"params.{name}" for name in missing)
+                raise RenderError(
+                    f"reads {names}, which spec.parameters does not define "
+                    "(define it, or guard the read with | default(...))"
+                )
             return Template(source=value, render=_ENV.from_string(value).render)
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"{path}: template syntax error: {exc.message}") from None
         except RenderError as exc:
             raise RenderError(f"{path}: {exc}") from None
     if isinstance(value, dict):
-        items = {key: compile_tree(item, f"{path}.{key}") for key, item in value.items()}
+        items = {
+            key: compile_tree(item, f"{path}.{key}", parameters=parameters) for key, item in value.items()
+        }
         return _Dynamic(items) if any(_is_dynamic(item) for item in items.values()) else items
     if isinstance(value, list):
-        elements = [compile_tree(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        elements = [
+            compile_tree(item, f"{path}[{index}]", parameters=parameters) for index, item in enumerate(value)
+        ]
         return _DynamicList(elements) if any(_is_dynamic(item) for item in elements) else elements
     return value
 

@@ -6,7 +6,9 @@ model and on plain dicts produced from it (`model_dump(by_alias=True, exclude_no
 
 from __future__ import annotations
 
+import difflib
 import re
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -264,6 +266,7 @@ class PolicySpec(_Strict):
                 f"volume {', '.join(both)} is both the policy's own (spec.volumes) "
                 "and the pod's (spec.podVolumes)"
             )
+        self._check_mounts(set(volumes) | set(self.pod_volumes))
         for container in self.sidecars:
             if container.restart_policy is not None:
                 raise ValueError(
@@ -292,6 +295,23 @@ class PolicySpec(_Strict):
             )
         return self
 
+    def _check_mounts(self, known: set[str]) -> None:
+        """A mount of a volume neither the policy's nor taken from the pod fails on every pod."""
+        places: list[tuple[str, list[VolumeMount]]] = [("volumeMounts", self.volume_mounts)]
+        for group, alias in (
+            (self.init_containers, "initContainers"),
+            (self.sidecars, "sidecars"),
+            (self.containers, "containers"),
+        ):
+            places += [(f"{alias}[{i}].volumeMounts", c.volume_mounts or []) for i, c in enumerate(group)]
+        for where, mounts in places:
+            for index, mount in enumerate(mounts):
+                if mount.name not in known and "{{" not in mount.name:
+                    raise ValueError(
+                        f"{where}[{index}] mounts volume {mount.name!r}, which is neither the policy's "
+                        "(spec.volumes) nor taken from the pod (spec.podVolumes)"
+                    )
+
 
 class Metadata(_Strict):
     name: str
@@ -313,34 +333,102 @@ class InjectionPolicy(_Strict):
     spec: PolicySpec
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line per problem, each naming the field by its path in the document (`spec.sidecars[0].image`)."""
-    lines = []
-    for item in error.errors():
-        path = ""
-        for part in item["loc"]:
-            if isinstance(part, int):
-                path += f"[{part}]"
-            elif part in ("function-after", "function-before") or str(part).startswith(
-                ("function-", "dict[")
-            ):
-                continue
-            else:
-                path += f".{part}" if path else str(part)
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names (as written in YAML) of the object at `loc` below `model`, [] if unknown."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside `X`, `list[X]`, `X | None` (None for anything else)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "dict[")):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(document)"
+
+
+def format_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One part per problem, each naming the field by its path in the document (`spec.sidecars[0].image`).
+
+    Unknown and invalid fields come first, "Field required" last, and an unknown field close to a
+    known one says "did you mean ...?" (a `Field required` for the field it misspells is dropped).
+    """
+    items = error.errors()
+    guesses: dict[int, str] = {}
+    meant: set[tuple[Any, ...]] = set()
+    for index, item in enumerate(items):
+        loc = tuple(item["loc"])
+        if item["type"] == "extra_forbidden" and model is not None and isinstance(loc[-1], str):
+            close = difflib.get_close_matches(loc[-1], _fields_at(model, loc[:-1]), n=1, cutoff=0.75)
+            if close:
+                guesses[index] = close[0]
+                meant.add((*loc[:-1], close[0]))
+    parts: list[tuple[int, str]] = []
+    for index, item in enumerate(items):
+        loc = tuple(item["loc"])
+        if item["type"] == "missing" and loc in meant:
+            continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown field"
-        lines.append(f"{path or '(document)'}: {message}")
-    return "; ".join(lines)
+            message = "unknown field" + (f"; did you mean {guesses[index]!r}?" if index in guesses else "")
+        parts.append((1 if item["type"] == "missing" else 0, f"{_path(loc)}: {message}"))
+    return "; ".join(text for _, text in sorted(parts, key=lambda part: part[0]))
+
+
+_KINDS = {
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+}
+
+
+def kind_of(value: object) -> str:
+    """What a decoded YAML or JSON value is, in their words (for messages: never a Python type name)."""
+    return "null" if value is None else _KINDS.get(type(value), "a value")
 
 
 def parse_policy(document: object) -> InjectionPolicy:
     """Validate one decoded YAML document. Raises `PolicyError` naming policy and field."""
     if not isinstance(document, dict):
-        raise PolicyError(f"expected a mapping (an InjectionPolicy document), got {type(document).__name__}")
+        raise PolicyError(f"expected a mapping (an InjectionPolicy document), got {kind_of(document)}")
     name = document.get("metadata", {}).get("name") if isinstance(document.get("metadata"), dict) else None
+    where = f"policy {name!r}: " if isinstance(name, str) else ""
+    missing = [key for key in ("apiVersion", "kind") if key not in document]
+    if missing:  # not a policy at all: say so, instead of every field the schema would then miss
+        raise PolicyError(
+            f"{where}{' and '.join(missing)} missing: a policy document starts with "
+            f"apiVersion: {API_VERSION} and kind: {KIND}"
+        )
     try:
         return InjectionPolicy.model_validate(document)
     except ValidationError as exc:
-        where = f"policy {name!r}: " if isinstance(name, str) else ""
-        raise PolicyError(where + format_validation_error(exc)) from None
+        raise PolicyError(where + format_validation_error(exc, InjectionPolicy)) from None

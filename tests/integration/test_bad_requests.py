@@ -70,10 +70,10 @@ def assert_error_review(
 
 BAD_BODIES = [
     pytest.param(b"", "empty body: expected an AdmissionReview", "", V1, id="empty-body"),
-    pytest.param(b"[1, 2]", "expected an AdmissionReview object, got a JSON list", "", V1, id="json-array"),
-    pytest.param(b'"review"', "expected an AdmissionReview object, got a JSON str", "", V1, id="json-string"),
-    pytest.param(b"42", "expected an AdmissionReview object, got a JSON int", "", V1, id="json-number"),
-    pytest.param(b"null", "expected an AdmissionReview object, got a JSON NoneType", "", V1, id="json-null"),
+    pytest.param(b"[1, 2]", "expected an AdmissionReview object, got a list", "", V1, id="json-array"),
+    pytest.param(b'"review"', "expected an AdmissionReview object, got a string", "", V1, id="json-string"),
+    pytest.param(b"42", "expected an AdmissionReview object, got a number", "", V1, id="json-number"),
+    pytest.param(b"null", "expected an AdmissionReview object, got null", "", V1, id="json-null"),
     pytest.param(
         _review(apiVersion="admission.k8s.io/v2"),
         "unsupported apiVersion 'admission.k8s.io/v2'; "
@@ -84,7 +84,7 @@ BAD_BODIES = [
     ),
     pytest.param(
         _review(apiVersion=...),
-        "unsupported apiVersion 'None'; expected admission.k8s.io/v1 or admission.k8s.io/v1beta1",
+        "apiVersion missing: expected an AdmissionReview of admission.k8s.io/v1 or admission.k8s.io/v1beta1",
         "",
         V1,
         id="missing-apiversion",
@@ -159,14 +159,14 @@ BAD_BODIES = [
     ),
     pytest.param(
         _review(**{"request.object": [pod()]}),
-        "request.object must be an object, got list",
+        "request.object must be an object, got a list",
         "uid-1",
         V1,
         id="object-not-object",
     ),
     pytest.param(
         _review(**{"request.oldObject": "pod"}),
-        "request.oldObject must be an object, got str",
+        "request.oldObject must be an object, got a string",
         "uid-1",
         V1,
         id="old-object-not-object",

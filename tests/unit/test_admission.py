@@ -60,13 +60,14 @@ def nested(depth: int) -> dict[str, Any]:
         pytest.param(b"", "empty body", "", id="empty"),
         pytest.param(b"{", "not valid JSON", "", id="truncated-json"),
         pytest.param(b"\xff\xfe", "not valid JSON", "", id="not-utf8"),
-        pytest.param(b"[]", "got a JSON list", "", id="array"),
-        pytest.param(b'"review"', "got a JSON str", "", id="string"),
-        pytest.param(b"null", "got a JSON NoneType", "", id="null"),
+        pytest.param(b"[]", "got a list", "", id="array"),
+        pytest.param(b'"review"', "got a string", "", id="string"),
+        pytest.param(b"null", "got null", "", id="null"),
+        pytest.param(b"{}", "apiVersion missing: expected an AdmissionReview of", "", id="empty-object"),
         pytest.param(
             body({**good(), "apiVersion": "admission.k8s.io/v2"}), "unsupported apiVersion", "", id="v2"
         ),
-        pytest.param(body({**good(), "apiVersion": None}), "unsupported apiVersion", "", id="no-api-version"),
+        pytest.param(body({**good(), "apiVersion": None}), "apiVersion missing", "", id="no-api-version"),
         pytest.param(body({**good(), "kind": "Pod"}), "unsupported kind 'Pod'", "", id="wrong-kind"),
         pytest.param(
             body({"apiVersion": V1, "kind": "AdmissionReview"}), "no request object", "", id="no-request"
@@ -112,11 +113,14 @@ def nested(depth: int) -> dict[str, Any]:
             id="no-object-update",
         ),
         pytest.param(
-            body(good(object=[1])), "request.object must be an object, got list", "uid-1", id="object-list"
+            body(good(object=[1])),
+            "request.object must be an object, got a list",
+            "uid-1",
+            id="object-list",
         ),
         pytest.param(
             body(good(oldObject="x")),
-            "request.oldObject must be an object, got str",
+            "request.oldObject must be an object, got a string",
             "uid-1",
             id="old-object-str",
         ),

@@ -300,8 +300,8 @@ def test_validate_names_file_policy_and_field(capsys: pytest.CaptureFixture[str]
     assert line.startswith(f"{tmp_path / 'team' / 'bad.yaml'}: ")
     assert "document 2" in line
     assert "policy 'broken'" in line
-    assert "spec.sidecars[0].imagee: unknown field" in line
-    assert "spec.sidecars[0].image: Field required" in line
+    assert "spec.sidecars[0].imagee: unknown field; did you mean 'image'?" in line
+    assert "Field required" not in line, "the misspelt field is named once, as a near miss"
     assert [row.split()[1] for row in out.splitlines()] == ["fine"]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.policy.model import InjectionPolicy, PolicyError, check_label_key, parse_policy
+from app.policy.model import KIND, InjectionPolicy, PolicyError, check_label_key, parse_policy
 from tests.unit.builders import BUSYBOX, compiled, policy_doc
 
 C = BUSYBOX
@@ -246,9 +246,9 @@ def test_every_problem_is_reported_on_its_own_line_part() -> None:
 @pytest.mark.parametrize(
     ("document", "words"),
     [
-        pytest.param([1, 2], "got list", id="list"),
-        pytest.param("text", "got str", id="string"),
-        pytest.param(None, "got NoneType", id="null"),
+        pytest.param([1, 2], "got a list", id="list"),
+        pytest.param("text", "got a string", id="string"),
+        pytest.param(None, "got null", id="null"),
     ],
 )
 def test_non_mapping_document_is_refused(document: object, words: str) -> None:
@@ -345,3 +345,107 @@ def test_pod_volumes_are_optional_and_do_not_change_the_hash_of_policies_without
     assert parse_policy(policy_doc(sidecars=[C])).spec.pod_volumes == []
     assert plain.content_hash == compiled("p", sidecars=[C], podVolumes=[]).content_hash
     assert plain.content_hash != compiled("p", sidecars=[C], podVolumes=["data"]).content_hash
+
+
+# --- what validate must find at load ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        pytest.param(
+            {"sidecars": [{"name": "s", "imag": "busybox"}]},
+            "spec.sidecars[0].imag: unknown field; did you mean 'image'?",
+            id="container-field",
+        ),
+        pytest.param(
+            {"env": [{"name": "A", "valeu": "1"}]},
+            "spec.env[0].valeu: unknown field; did you mean 'value'?",
+            id="env-field",
+        ),
+        pytest.param(
+            {"env": [{"name": "A", "value": "1"}], "initContainerPositon": "last"},
+            "did you mean 'initContainerPosition'?",
+            id="spec-field",
+        ),
+        pytest.param(
+            {"env": [{"name": "A", "value": "1"}], "zzz": 1}, "spec.zzz: unknown field", id="no-near-miss"
+        ),
+    ],
+)
+def test_an_unknown_field_close_to_a_known_one_says_did_you_mean(spec: dict[str, Any], words: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(policy_doc(**spec))
+    message = str(caught.value)
+    assert words in message
+    if "zzz" in words:
+        assert "did you mean" not in message
+    assert "Field required" not in message, "the misspelt field is not reported missing as well"
+
+
+def test_schema_errors_come_before_field_required_noise() -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(
+            policy_doc(sidecars=[{"name": "s"}], initContainerPosition="middle", env=[{"value": "1"}])
+        )
+    parts = str(caught.value).removeprefix("policy 'p': ").split("; ")
+    kinds = ["required" in part for part in parts]
+    assert kinds == sorted(kinds), parts
+    assert parts[0].startswith("spec.initContainerPosition")
+
+
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        pytest.param(
+            {},
+            "apiVersion and kind missing: a policy document starts with apiVersion: podgraft.io/v1alpha1",
+            id="empty",
+        ),
+        pytest.param(
+            {"kind": KIND, "metadata": {"name": "x"}, "spec": {}},
+            "policy 'x': apiVersion missing",
+            id="no-api-version",
+        ),
+    ],
+)
+def test_a_document_that_is_not_a_policy_says_so(document: dict[str, Any], words: str) -> None:
+    with pytest.raises(PolicyError, match=re.escape(words)):
+        parse_policy(document)
+
+
+@pytest.mark.parametrize(
+    ("spec", "where"),
+    [
+        pytest.param(
+            {
+                "sidecars": [
+                    {"name": "s", "image": "b", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}
+                ]
+            },
+            "sidecars[0].volumeMounts[0]",
+            id="helper",
+        ),
+        pytest.param(
+            {"volumeMounts": [{"name": "data", "mountPath": "/d"}]}, "volumeMounts[0]", id="app-containers"
+        ),
+        pytest.param(
+            {
+                "initContainers": [
+                    {"name": "i", "image": "b", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}
+                ]
+            },
+            "initContainers[0].volumeMounts[0]",
+            id="init",
+        ),
+    ],
+)
+def test_a_mount_of_a_volume_the_policy_neither_defines_nor_takes_from_the_pod_is_refused_at_load(
+    spec: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(
+        PolicyError, match=re.escape(f"{where} mounts volume 'data', which is neither the policy's")
+    ):
+        parse_policy(policy_doc(**spec))
+    parse_policy(policy_doc(**spec, podVolumes=["data"]))
+    parse_policy(policy_doc(**spec, volumes=[{"name": "data", "emptyDir": {}}]))

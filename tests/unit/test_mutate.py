@@ -25,7 +25,8 @@ def mutate(
     config: EngineConfig = NATIVE,
     claims: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    return mutate_pod(subject, [(p, p.spec) for p in policies], config=config, claims=claims or {})
+    rendered = [(p, p.render(subject, "shop")) for p in policies]
+    return mutate_pod(subject, rendered, config=config, claims=claims or {})
 
 
 def names(containers: list[dict[str, Any]] | None) -> list[str]:
@@ -253,13 +254,13 @@ CONFLICTS = [
     ),
     pytest.param(
         {"containers": [{"name": "app", "image": "x"}], "volumes": [{"name": "nowhere", "emptyDir": {}}]},
-        {"volumeMounts": [{"name": "nowhere", "mountPath": "/n"}]},
+        {"volumeMounts": [{"name": "{{ 'nowhere' }}", "mountPath": "/n"}]},  # templated: known only at render
         f"volumeMount 'nowhere' names a volume the policy {NEITHER}",
         id="mount-of-a-pod-volume",
     ),
     pytest.param(
         {"containers": [{"name": "app", "image": "x"}]},
-        {"sidecars": [sidecar(volumeMounts=[{"name": "nowhere", "mountPath": "/n"}])]},
+        {"sidecars": [sidecar(volumeMounts=[{"name": "{{ 'nowhere' }}", "mountPath": "/n"}])]},
         f"container 'proxy' mounts volume 'nowhere', which the policy {NEITHER}",
         id="helper-mounts-an-undeclared-volume",
     ),

@@ -163,10 +163,10 @@ def test_other_policies_helpers_are_not_app_containers() -> None:
 
 
 def test_a_render_error_is_not_current() -> None:
-    broken = policy_set(compiled("broken", env=[{"name": "X", "value": "{{ params.missing }}"}]))
+    broken = policy_set(compiled("broken", env=[{"name": "X", "value": "{{ pod.labels['absent'] }}"}]))
     found = state(pod(), "broken", broken)
     assert not found.current
-    assert found.conflicts[0].startswith("render error: template '{{ params.missing }}'")
+    assert found.conflicts[0].startswith("render error: template \"{{ pod.labels['absent'] }}\"")
 
 
 def test_an_already_current_plan_has_nothing_to_do() -> None:

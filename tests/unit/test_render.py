@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from app.engine.render import (
+    _ENV,
     MAX_OUTPUT_CHARS,
     RenderError,
     Template,
@@ -17,6 +19,7 @@ from app.engine.render import (
     has_templates,
     pod_context,
     render_tree,
+    undefined_parameters,
 )
 from tests.conftest import ROOT
 from tests.unit.builders import pod
@@ -317,3 +320,35 @@ def test_only_template_strings_are_compiled() -> None:
     assert render_tree(compiled, _context()) == expected
     other = pod("other", containers=[{"name": "app", "image": "nginx"}])
     assert render_tree(compiled, _context(pod=other))["nested"]["list"][0] == "other"
+
+
+# --- parameters a template reads --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "missing"),
+    [
+        pytest.param("{{ params.tag }}", ["tag"], id="attribute"),
+        pytest.param("{{ params['tag'] }}", ["tag"], id="item"),
+        pytest.param("{{ params.image }}:{{ params.tag }}", ["tag"], id="one-of-two"),
+        pytest.param("{{ params.tag | default('latest') }}", [], id="default-filter"),
+        pytest.param("{{ params.tag | d('latest') }}", [], id="d-filter"),
+        pytest.param("{% if params.tag is defined %}{{ params.tag }}{% endif %}", [], id="is-defined"),
+        pytest.param("{% if params.x is defined %}{{ params.tag }}{% endif %}", ["tag"], id="another-tested"),
+        pytest.param("{{ params.get('tag', 'x') }}", [], id="get"),
+        pytest.param("{{ pod.annotations.get('a', params.image) }}", [], id="defined-one"),
+    ],
+)
+def test_undefined_parameters_are_the_unguarded_reads_of_undefined_names(
+    source: str, missing: list[str]
+) -> None:
+    assert undefined_parameters(_ENV.parse(source), {"image"}) == missing
+
+
+def test_a_policy_reading_an_undefined_parameter_is_refused_at_load_naming_the_field() -> None:
+    with pytest.raises(
+        RenderError,
+        match=re.escape("spec.sidecars[0].image: reads params.tag, which spec.parameters does not define"),
+    ):
+        compile_tree({"sidecars": [{"name": "s", "image": "b:{{ params.tag }}"}]}, parameters=set())
+    assert compile_tree({"env": [{"name": "A", "value": "{{ params.tag }}"}]}, parameters={"tag"})

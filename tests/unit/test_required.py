@@ -17,7 +17,7 @@ import yaml
 from app.engine.config import EngineConfig
 from app.engine.inject import InjectionResult, inject_pod
 from app.engine.policyset import CompiledPolicy, PolicySet, compile_policy
-from app.policy.model import parse_policy
+from app.policy.model import PolicyError, parse_policy
 from tests.conftest import EXAMPLE_POLICIES, policies_from_dir
 from tests.unit.builders import compiled, pod, policy_set
 
@@ -222,9 +222,13 @@ BACKUP = {
 
 
 def test_a_helper_mounts_a_pod_volume_only_when_the_policy_declares_it() -> None:
-    undeclared = policy_set(compiled("backup", sidecars=[BACKUP]))
+    with pytest.raises(
+        PolicyError, match=r"sidecars\[0\]\.volumeMounts\[0\] mounts volume 'data', which is neither"
+    ):
+        compiled("backup", sidecars=[BACKUP])  # refused when loaded: it could never work on any pod
+    templated = {**BACKUP, "volumeMounts": [{"name": "{{ 'data' }}", "mountPath": "/data"}]}
     subject = pod(annotations={INJECT: "backup"}, containers=[APP], volumes=[POD_DATA])
-    result = run(subject, undeclared)
+    result = run(subject, policy_set(compiled("backup", sidecars=[templated])))
     assert result.patch == []
     assert result.warnings == (
         "podgraft: policy 'backup' not injected: container 'backup' mounts volume 'data', which the policy "
