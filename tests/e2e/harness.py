@@ -301,6 +301,8 @@ class Podgraft:
             POD_NAMESPACE=namespace,
             PODGRAFT_POLICY_NAMESPACES=",".join(policy_namespaces),
             PODGRAFT_DRAIN_SECONDS="0",
+            PODGRAFT_AUDIT_ENABLED="true",
+            PODGRAFT_AUDIT_REFRESH_SECONDS="1",
             PYTHONUNBUFFERED="1",
         )
         argv = [
@@ -356,6 +358,13 @@ class Podgraft:
         pattern = re.compile(r"^podgraft_admission_requests_total\{[^}]*\} (\S+)$", re.M)
         return sum(float(value) for value in pattern.findall(text))
 
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of /metrics (None when absent)."""
+        text = self.get("/metrics")[1].decode()
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        match = re.search(rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$", text, re.M)
+        return float(match.group(1)) if match else None
+
     def stop(self) -> None:
         self.process.stop()
 
@@ -397,6 +406,7 @@ def render_chart(
         f"--set=tls.secret.caBundle={ca_bundle}",
         f"--set-json=policies.watchNamespaces={json.dumps(list(watch_namespaces))}",
         f"--set-json=policies.definitions={json.dumps(dict(policies or {}))}",
+        "--set=audit.enabled=true",  # the running audit: the server watches pods with the chart's RBAC
         "--show-only=templates/webhook.yaml",
         "--show-only=templates/rbac.yaml",
         *(["--show-only=templates/policies.yaml"] if policies else []),
