@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import orjson
 
-from app.policy.model import kind_of
+from app.policy.messages import kind_of
 
 V1 = "admission.k8s.io/v1"
 V1BETA1 = "admission.k8s.io/v1beta1"

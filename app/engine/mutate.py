@@ -35,7 +35,8 @@ from typing import Any, Literal, NamedTuple
 from app.engine.config import EngineConfig
 from app.engine.podview import as_list, as_mapping, copied_dict, copied_list, names
 from app.engine.policyset import CompiledPolicy
-from app.engine.presence import Edit, Plan, classic_helpers, plan_policy, sidecar_choice
+from app.engine.presence import Edit, Plan, classic_helpers, plan_policy
+from app.engine.sidecars import sidecar_choice
 from app.engine.status import status_value
 
 Pod = dict[str, Any]

@@ -1,1 +1,2 @@
-"""The `InjectionPolicy` schema: the bottom layer, imported by the engine and everything above it."""
+"""The `InjectionPolicy` schema (`model`) and how a refused document is told (`messages`): the bottom
+layer, imported by the engine and everything above it."""

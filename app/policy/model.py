@@ -6,12 +6,12 @@ model and on plain dicts produced from it (`model_dump(by_alias=True, exclude_no
 
 from __future__ import annotations
 
-import difflib
 import re
-import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.policy.messages import format_validation_error, kind_of
 
 API_VERSION = "podgraft.io/v1alpha1"
 KIND = "InjectionPolicy"
@@ -331,89 +331,6 @@ class InjectionPolicy(_Strict):
     kind: Literal["InjectionPolicy"]
     metadata: Metadata
     spec: PolicySpec
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The field names (as written in YAML) of the object at `loc` below `model`, [] if unknown."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
-
-
-def _model_in(annotation: Any) -> Any:
-    """The pydantic model inside `X`, `list[X]`, `X | None` (None for anything else)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "dict[")):
-            continue
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(document)"
-
-
-def format_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """One part per problem, each naming the field by its path in the document (`spec.sidecars[0].image`).
-
-    Unknown and invalid fields come first, "Field required" last, and an unknown field close to a
-    known one says "did you mean ...?" (a `Field required` for the field it misspells is dropped).
-    """
-    items = error.errors()
-    guesses: dict[int, str] = {}
-    meant: set[tuple[Any, ...]] = set()
-    for index, item in enumerate(items):
-        loc = tuple(item["loc"])
-        if item["type"] == "extra_forbidden" and model is not None and isinstance(loc[-1], str):
-            close = difflib.get_close_matches(loc[-1], _fields_at(model, loc[:-1]), n=1, cutoff=0.75)
-            if close:
-                guesses[index] = close[0]
-                meant.add((*loc[:-1], close[0]))
-    parts: list[tuple[int, str]] = []
-    for index, item in enumerate(items):
-        loc = tuple(item["loc"])
-        if item["type"] == "missing" and loc in meant:
-            continue
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field" + (f"; did you mean {guesses[index]!r}?" if index in guesses else "")
-        parts.append((1 if item["type"] == "missing" else 0, f"{_path(loc)}: {message}"))
-    return "; ".join(text for _, text in sorted(parts, key=lambda part: part[0]))
-
-
-_KINDS = {
-    dict: "a mapping",
-    list: "a list",
-    str: "a string",
-    bool: "a boolean",
-    int: "a number",
-    float: "a number",
-}
-
-
-def kind_of(value: object) -> str:
-    """What a decoded YAML or JSON value is, in their words (for messages: never a Python type name)."""
-    return "null" if value is None else _KINDS.get(type(value), "a value")
 
 
 def parse_policy(document: object) -> InjectionPolicy:

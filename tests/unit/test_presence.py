@@ -18,7 +18,8 @@ import yaml
 from app.engine.config import EngineConfig
 from app.engine.inject import inject_pod
 from app.engine.policyset import PolicySet
-from app.engine.presence import InjectionState, injection_state, plan_policy, sidecar_choice
+from app.engine.presence import InjectionState, injection_state, plan_policy
+from app.engine.sidecars import sidecar_choice
 from app.engine.status import status_value
 from tests.conftest import EXAMPLE_POLICIES, policies_from_dir, store_from_texts
 from tests.unit.builders import compiled, pod, policy_set

@@ -1,0 +1,79 @@
+"""What the `podgraft` commands share: messages, settings from flags, policy loading, manifests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.settings import Settings
+from app.sources.directory import read_directory
+from app.sources.store import PolicyStore
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+SERVER_ONLY = ("host", "port", "policy_source", "tls_cert", "tls_key", "tls_client_ca", "log_level")
+
+
+def err(message: str) -> None:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+
+
+def warn(message: str) -> None:
+    err(f"warning: {message}")
+
+
+def settings_from(args: argparse.Namespace, **fixed: Any) -> Settings:
+    """Settings from the environment, overridden by the flags that were given."""
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "policy_dir": args.policies,
+        "policy_source": args.policy_source,
+        "tls_cert_file": args.tls_cert,
+        "tls_key_file": args.tls_key,
+        "tls_client_ca_file": args.tls_client_ca,
+        "sidecar_mode": args.sidecar_mode,
+        "kubernetes_version": args.kubernetes_version,
+        "log_level": args.log_level,
+        "workers": getattr(args, "workers", None),
+        "kubeconfig": getattr(args, "kubeconfig", None),
+    }
+    return Settings(**{k: v for k, v in {**flags, **fixed}.items() if v is not None})
+
+
+def engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policies", type=Path, help="directory of policy YAML files (default examples/policies)"
+    )
+    parser.add_argument(
+        "--sidecar-mode",
+        choices=["native", "classic", "auto"],
+        help="how sidecars of policies without spec.sidecarMode are injected: native (init containers "
+        "with restartPolicy Always, Kubernetes >= 1.29), classic (extra containers), or auto (default: "
+        "native when --kubernetes-version is 1.29 or later, else classic). Under auto, a pod that must "
+        "complete (restartPolicy Never or OnFailure: Jobs, CronJobs) never gets a classic sidecar",
+    )
+    parser.add_argument(
+        "--kubernetes-version", help="cluster version `auto` sidecars compare with (e.g. 1.30)"
+    )
+    without_server_flags(parser)
+
+
+def without_server_flags(parser: argparse.ArgumentParser) -> None:
+    """A command that does not serve: the server's flags read as not given."""
+    parser.set_defaults(**dict.fromkeys(SERVER_ONLY))
+
+
+def load_policies(directory: Path, *, max_bytes: int) -> tuple[PolicyStore, dict[str, str]]:
+    store = PolicyStore(max_bytes=max_bytes)
+    errors = store.replace_all(read_directory(directory))
+    return store, errors
+
+
+def read_manifests(source: str) -> Iterator[Any]:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    yield from (d for d in yaml.safe_load_all(text) if d is not None)
