@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint typecheck unit integration e2e node chart bench certs clean venv
+.PHONY: run test lint typecheck unit integration e2e node chart bench bench-audit certs clean venv
 
 venv: $(STAMP)
 
@@ -60,6 +60,10 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	hack/vegeta/build.sh >/dev/null
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The audit benchmark (not part of `make test`): `podgraft audit` over 10,000 pods, the running audit's memory.
+bench-audit: $(STAMP)
+	$(BIN)/python bench/audit.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
