@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from app.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     err,
     load_policies,
-    read_manifests,
     settings_from,
     warn,
     without_server_flags,
@@ -23,35 +26,90 @@ from app.cli.common import (
 EXIT_AUDIT_FAILED = 2  # the audit could not run (API, files); 1 means something is stale or missing
 
 
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"\s*")
+
+
+def _skip(text: str, at: int) -> int:
+    """Past the white space at `at`."""
+    match = _SPACE.match(text, at)
+    return match.end() if match else at
+
+
+def _expect(text: str, at: int, allowed: str) -> int:
+    """Past the white space and one of `allowed` (the one found is at the returned index - 1)."""
+    at = _skip(text, at)
+    if text[at : at + 1] not in tuple(allowed):
+        raise json.JSONDecodeError(f"expected one of {allowed!r}", text, at)
+    return at + 1
+
+
+def _json_objects(text: str) -> Iterator[Any]:
+    """The objects of a JSON document, decoded one at a time: a List's items (`kubectl get ... -o
+    json`) are yielded as they are read, so a dump of many pods is never held as objects all at once.
+    Any other document is yielded whole. Broken JSON raises `json.JSONDecodeError`."""
+    at = _skip(text, 0)
+    if text[at : at + 1] != "{":
+        yield _DECODER.decode(text)
+        return
+    other: dict[str, Any] = {}
+    listed = False
+    at = _skip(text, at + 1)
+    while text[at : at + 1] != "}":
+        key, at = _DECODER.raw_decode(text, at)
+        at = _skip(text, _expect(text, at, ":"))
+        if key == "items" and text[at : at + 1] == "[":
+            listed, at = True, _skip(text, at + 1)
+            while text[at : at + 1] != "]":
+                item, at = _DECODER.raw_decode(text, at)
+                yield item
+                at = _expect(text, at, ",]")
+                if text[at - 1] == "]":
+                    at -= 1
+                at = _skip(text, at)
+            at += 1
+        else:
+            other[key], at = _DECODER.raw_decode(text, at)
+        at = _expect(text, at, ",}")
+        if text[at - 1] == "}":
+            at -= 1
+        at = _skip(text, at)
+    if not listed:
+        yield other
+
+
+def _file_objects(text: str) -> Iterator[dict[str, Any]]:
+    """Every object of a file's text: the items of Lists, decoded one at a time for JSON."""
+    documents = _json_objects(text) if text.lstrip().startswith("{") else yaml.safe_load_all(text)
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == "List" and "items" in document:
+            yield from (item for item in document["items"] or [] if isinstance(item, dict))
+        elif isinstance(document, dict):
+            yield document
+
+
 @dataclass(frozen=True, slots=True)
 class _FileObjects:
-    pods: list[dict[str, Any]]
     parents: dict[tuple[str, str, str], tuple[str, str]]
     namespaces: dict[str, dict[str, str]] | None  # labels, when the file holds Namespaces
 
 
-def _objects_from_file(source: str) -> _FileObjects:
-    """Pods, the owners of ReplicaSets and Jobs and the Namespaces' labels, from manifests or
-    `kubectl get namespaces,replicasets,jobs,pods -A -o yaml|json` Lists."""
+def _owners_from_file(text: str) -> _FileObjects:
+    """The owners of ReplicaSets and Jobs and the Namespaces' labels, from manifests or
+    `kubectl get namespaces,replicasets,jobs,pods -A -o yaml|json` Lists (a first pass: the pods are
+    read again, one at a time, by the audit)."""
     from app.audit.owners import parent_index
 
-    items: list[Any] = []
-    for document in read_manifests(source):
-        if isinstance(document, dict):
-            items += document.get("items") or [] if document.get("kind") == "List" else [document]
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    for item in items:
-        if isinstance(item, dict):
-            by_kind.setdefault(str(item.get("kind")), []).append(item)
+    by_kind: dict[str, list[dict[str, Any]]] = {"Namespace": [], "ReplicaSet": [], "Job": []}
+    for item in _file_objects(text):
+        if item.get("kind") in by_kind:
+            by_kind[str(item["kind"])].append(item)
     namespaces = {
         str((ns.get("metadata") or {}).get("name")): dict((ns.get("metadata") or {}).get("labels") or {})
-        for ns in by_kind.get("Namespace", [])
+        for ns in by_kind["Namespace"]
     }
-    parents = {
-        **parent_index(by_kind.get("ReplicaSet", []), "ReplicaSet"),
-        **parent_index(by_kind.get("Job", []), "Job"),
-    }
-    return _FileObjects(by_kind.get("Pod", []), parents, namespaces or None)
+    parents = {**parent_index(by_kind["ReplicaSet"], "ReplicaSet"), **parent_index(by_kind["Job"], "Job")}
+    return _FileObjects(parents, namespaces or None)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -89,8 +147,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         pods: Iterable[Mapping[str, Any]]
         parents: ParentIndex
         if args.file is not None:
-            found = _objects_from_file(args.file)
-            pods, parents, labels = found.pods, found.parents, found.namespaces
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+            found = _owners_from_file(text)
+            pods = (item for item in _file_objects(text) if item.get("kind") == "Pod")
+            parents, labels = found.parents, found.namespaces
         else:
             assert inventory is not None
             namespace = (
