@@ -175,7 +175,8 @@ pid = os.fork()
 if pid == 0:
     os.execv(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-sys.stderr.write(json.dumps([time.perf_counter() - started, usage.ru_maxrss, os.waitstatus_to_exitcode(status)]))
+seconds, code = time.perf_counter() - started, os.waitstatus_to_exitcode(status)
+sys.stderr.write(json.dumps([seconds, usage.ru_maxrss, code]))
 """
 
 
