@@ -1,6 +1,9 @@
 """Helpers of the fault and load tests (test_faults_*.py): a server of its own per test, bounded load
 generators, raw TLS sockets, metrics and readiness. Their certificates are in certs_support.py.
 
+Each test starts its own server with the settings it needs (`podgraft`) and prints what it measured
+(`report`; run with `-s`). No test asserts a latency, only generous functional deadlines.
+
 Load only ever goes to 127.0.0.1, and every loop here is bounded twice: by a request count and by a
 deadline. A request is classified by how far it got:
 

@@ -2,9 +2,7 @@
 sustained load, broken pairs (key mismatch, garbage PEM) that keep the old one, and a certificate
 expiring inside the margin, which fails readiness.
 
-Each test starts its own server with the settings it needs and prints what it measured (run with `-s`).
-Load goes to 127.0.0.1 only; every loop is bounded in count and time; no test asserts a latency, only
-generous functional deadlines.
+How the load is bounded, what counts as a failure, and the servers of their own: faults_support.py.
 """
 
 from __future__ import annotations

@@ -2,9 +2,7 @@
 module, with a 2 s request timeout): bodies around the 3 MiB limit, a 413 before the body is sent, a
 body held open (408) or abandoned, slowloris headers, and a connection that never starts TLS.
 
-Each test starts its own server with the settings it needs and prints what it measured (run with `-s`).
-Load goes to 127.0.0.1 only; every loop is bounded in count and time; no test asserts a latency, only
-generous functional deadlines.
+How the load is bounded, what counts as a failure, and the servers of their own: faults_support.py.
 """
 
 from __future__ import annotations
