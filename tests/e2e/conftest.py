@@ -1,5 +1,5 @@
 """Session fixture of the e2e tier: a real etcd + kube-apiserver, Podgraft in configmaps mode, and the
-Helm chart's webhook configuration pointing at it (see `harness.start_stack` for the order).
+Helm chart's webhook configuration pointing at it (see `stack.start_stack` for the order).
 Everything is torn down in reverse order, whatever happens.
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from .controlplane import REPO
-from .harness import E2E, Kube, start_stack
+from .kube import Kube
+from .stack import E2E, start_stack
 
 POLICY_NAMESPACE = "podgraft-policies"  # a second watched namespace, besides Podgraft's own
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from .controlplane import REPO
-from .harness import E2E, INJECT, PODGRAFT_NAMESPACE, eventually, injected, pod
+from .kube import INJECT, PODGRAFT_NAMESPACE, eventually, injected, pod
+from .stack import E2E
 
 POLICY = "audit-stamp"
 STAMPS = {"v1": "first", "v2": "second"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import E2E
-from .harness import api_error, container, env_of, error_message, names, pod
+from .kube import api_error, container, env_of, error_message, names, pod
 
 pytestmark = pytest.mark.e2e
 

@@ -7,19 +7,8 @@ from typing import Any
 import pytest
 
 from .conftest import E2E
-from .harness import (
-    INJECT,
-    api_error,
-    container,
-    env_of,
-    error_message,
-    eventually,
-    injected,
-    names,
-    pod,
-    temporary_webhook,
-    webhook_configuration,
-)
+from .kube import INJECT, api_error, container, env_of, error_message, eventually, injected, names, pod
+from .webhooks import temporary_webhook, webhook_configuration
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from .conftest import CHART_POLICIES, E2E, E2E_POLICIES, example_policies
-from .harness import INJECT, PODGRAFT_NAMESPACE, Podgraft, container, env_of, eventually, injected, pod
+from .kube import INJECT, PODGRAFT_NAMESPACE, container, env_of, eventually, injected, pod
+from .server import Podgraft
 
 pytestmark = pytest.mark.e2e
 

@@ -12,18 +12,8 @@ import pytest
 
 from .conftest import E2E
 from .controlplane import LOOPBACK, REPO, free_port
-from .harness import (
-    INJECT,
-    Labeller,
-    api_error,
-    error_message,
-    eventually,
-    injected,
-    names,
-    pod,
-    temporary_webhook,
-    webhook_configuration,
-)
+from .kube import INJECT, api_error, error_message, eventually, injected, names, pod
+from .webhooks import Labeller, temporary_webhook, webhook_configuration
 
 pytestmark = pytest.mark.e2e
 

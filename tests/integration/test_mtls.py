@@ -17,25 +17,21 @@ import pytest
 
 from app.certs import generate_ca, issue_certificate
 
-from .faults_support import (
+from .certs_support import (
     MutualTLSServer,
-    RawResponse,
-    injecting_review,
     issue_rsa_serving,
     mtls_context,
-    read_response,
     serial_of,
     with_client_ca,
-    within,
     write_pair,
 )
+from .faults_support import FAST, RawResponse, injecting_review, read_response, within
 from .support import build_server, peer_certificate, running
 
 pytestmark = pytest.mark.timeout(60)
 
 TLS12 = ssl.TLSVersion.TLSv1_2
 TLS13 = ssl.TLSVersion.TLSv1_3
-FAST = {"PODGRAFT_CERT_RELOAD_INTERVAL_SECONDS": "0.25", "PODGRAFT_DRAIN_SECONDS": "0"}
 
 
 class Clients:

@@ -3,7 +3,7 @@ the policy's debug mount and env; an image outside `allowedImages` is refused wi
 
 from __future__ import annotations
 
-from tests.e2e.harness import container, eventually
+from tests.e2e.kube import container, eventually
 
 from .conftest import Cluster, statuses
 from .workloads import UNTIL_STOPPED

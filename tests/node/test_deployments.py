@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import INJECT, STATUS, container, env_of, eventually, injected, names
+from tests.e2e.kube import INJECT, STATUS, container, env_of, eventually, injected, names
 
 from .conftest import Cluster
 from .workloads import app_container, deployment, pod_spec, policy

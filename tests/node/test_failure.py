@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.harness import INJECT, api_error, eventually, injected, pod, with_url
+from tests.e2e.kube import INJECT, api_error, eventually, injected, pod
+from tests.e2e.webhooks import with_url
 
 from .conftest import Cluster
 from .workloads import app_container, deployment, pod_spec

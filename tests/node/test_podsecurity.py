@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.harness import INJECT, injected, names
+from tests.e2e.kube import INJECT, injected, names
 
 from .conftest import Cluster
 from .workloads import app_container, pod_spec

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import INJECT, container, eventually, injected, names
+from tests.e2e.kube import INJECT, container, eventually, injected, names
 
 from .conftest import Cluster, statuses
 from .workloads import PROXY_PORT, app_container, deployment, job, pod_spec, service

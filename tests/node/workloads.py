@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.harness import INJECT
+from tests.e2e.kube import INJECT
 
 POLICY_API = {"apiVersion": "podgraft.io/v1alpha1", "kind": "InjectionPolicy"}
 LOG_FILE = "/var/log/app/app.log"

@@ -1,33 +1,21 @@
-"""Selection: the precedence of `select_policies`, the match rules, and the match index."""
+"""Selection: the precedence of `select_policies` (what leaves a whole pod alone, then what each
+policy asks for) and the match rules."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import pytest
 
-from app.engine import select as select_module
 from app.engine.config import EngineConfig
-from app.engine.policyset import PolicySet
-from app.engine.select import (
-    MAX_REQUESTED,
-    Selection,
-    requested_names,
-    select_policies,
-)
+from app.engine.select import MAX_REQUESTED, requested_names
 from tests.unit.builders import compiled, pod, policy_set
+from tests.unit.select_support import MATCHERS, POLICIES, SIDECAR, chosen, select
 
 INJECT = "podgraft.io/inject"
 STATUS = "podgraft.io/status"
-CONFIG = EngineConfig()
 
-SIDECAR = {"sidecars": [{"name": "helper", "image": "busybox:1.36"}]}
-MATCHERS = (
-    compiled("by-annotation", match={"annotations": {"example.com/ship": "true"}}, **SIDECAR),
-    compiled("by-label", match={"labels": {"app": "web"}}, **SIDECAR),
-)
 EXPRESSIONS = (
     compiled(
         "by-expression",
@@ -48,45 +36,6 @@ EXPRESSIONS = (
         **SIDECAR,
     ),
 )
-POLICIES = policy_set(
-    compiled("plain", **SIDECAR),
-    compiled("second", env=[{"name": "X", "value": "1"}]),
-    MATCHERS,
-    compiled(
-        "scoped",
-        namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "shop"}},
-        **SIDECAR,
-    ),
-    compiled(
-        "scoped-required",
-        required=True,
-        namespaceSelector={"matchLabels": {"team": "payments"}},
-        **SIDECAR,
-    ),
-)
-
-
-def select(
-    subject: Mapping[str, Any],
-    *,
-    namespace: str = "default",
-    namespace_labels: Mapping[str, str] | None = None,
-    policies: PolicySet = POLICIES,
-    config: EngineConfig = CONFIG,
-    **kwargs: Any,
-) -> Selection:
-    return select_policies(
-        subject,
-        namespace=namespace,
-        namespace_labels=namespace_labels,
-        policies=policies,
-        config=config,
-        **kwargs,
-    )
-
-
-def chosen(selection: Selection) -> list[str]:
-    return [p.name for p in selection.policies]
 
 
 def status(**hashes: str) -> str:
@@ -373,96 +322,3 @@ def test_explain_lists_every_policy() -> None:
     assert by_name["plain"].applied
     assert by_name["by-label"].reason == "not requested and its match rules do not fit"
     assert len(select(pod(annotations={INJECT: "plain"})).decisions) < len(POLICIES.by_name)
-
-
-# --- the match index ------------------------------------------------------------------------------
-
-
-def _thousand() -> PolicySet:
-    return policy_set(
-        compiled(f"p{i:04d}", match={"annotations": {f"example.com/k{i}": "on"}}, **SIDECAR)
-        for i in range(1000)
-    )
-
-
-@pytest.fixture(scope="module")
-def thousand() -> PolicySet:
-    return _thousand()
-
-
-def test_index_returns_only_candidates_whose_key_the_pod_has(thousand: PolicySet) -> None:
-    assert len(thousand) == 1000
-    assert len(thousand.by_annotation_key) == 1000
-    assert thousand.scan == ()
-    annotations = {"example.com/k7": "on", "example.com/k999": "off", "unrelated": "x"}
-    candidates = thousand.match_candidates(annotations, {})
-    assert [p.name for p in candidates] == ["p0007", "p0999"]
-    assert thousand.match_candidates({}, {"example.com/k7": "on"}) == []
-    selection = select(pod(annotations=annotations), policies=thousand)
-    assert chosen(selection) == ["p0007"], "the candidate whose value differs is not chosen"
-
-
-def test_only_candidates_have_their_rules_evaluated(
-    thousand: PolicySet, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[str] = []
-    real = select_module.match_fits
-
-    def counting(match: Any, annotations: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-        calls.append(next(iter(match.annotations)))
-        return real(match, annotations, labels)
-
-    monkeypatch.setattr(select_module, "match_fits", counting)
-    many_keys = {f"other.example.com/a{i}": "x" for i in range(50)}
-    select(pod(annotations={**many_keys, "example.com/k5": "on"}), policies=thousand)
-    assert calls == ["example.com/k5"]
-
-
-def test_explain_scans_all_thousand(thousand: PolicySet) -> None:
-    selection = select(pod(annotations={"example.com/k3": "on"}), policies=thousand, explain=True)
-    assert len(selection.decisions) == 1000
-    assert [d.policy for d in selection.decisions if d.applied] == ["p0003"]
-
-
-def test_index_keys_by_kind_of_rule() -> None:
-    policies = policy_set(
-        compiled("ann", match={"annotations": {"b": "1", "a": "1"}}, **SIDECAR),
-        compiled("lab", match={"labels": {"app": "web"}}, **SIDECAR),
-        compiled(
-            "expr", match={"labels": {"matchExpressions": [{"key": "t", "operator": "Exists"}]}}, **SIDECAR
-        ),
-        compiled(
-            "negative",
-            match={"labels": {"matchExpressions": [{"key": "t", "operator": "DoesNotExist"}]}},
-            **SIDECAR,
-        ),
-        compiled("unmatched", **SIDECAR),
-    )
-    assert list(policies.by_annotation_key) == ["a"]
-    assert sorted(policies.by_label_key) == ["app", "t"]
-    assert [p.name for p in policies.scan] == ["negative"]
-    assert "unmatched" in policies.by_name
-    assert [p.name for p in policies.match_candidates({}, {})] == ["negative"]
-
-
-# --- content hashes (what "already injected" compares) --------------------------------------------
-
-
-def test_content_hash_ignores_key_order_and_sees_every_change() -> None:
-    spec = {
-        "parameters": {"a": "1", "b": "2"},
-        "volumes": [{"name": "v", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
-        "annotations": {"x.example.com/a": "1", "x.example.com/b": "2"},
-    }
-    reordered = {
-        "annotations": {"x.example.com/b": "2", "x.example.com/a": "1"},
-        "volumes": [{"emptyDir": {"sizeLimit": "1Mi", "medium": "Memory"}, "name": "v"}],
-        "parameters": {"b": "2", "a": "1"},
-    }
-    base = compiled("p", **spec).content_hash
-    assert compiled("p", **reordered).content_hash == base
-    assert len(base) == 16
-    assert compiled("q", **spec).content_hash != base, "the name is part of the hash"
-    assert compiled("p", **{**spec, "parameters": {"a": "1", "b": "3"}}).content_hash != base
-    assert compiled("p", **{**spec, "required": True}).content_hash != base
-    assert compiled("p", **spec, source="elsewhere.yaml").content_hash == base, "the source is not"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,7 @@ from pydantic import ValidationError
 
 from app.settings import ALWAYS_EXCLUDED_NAMESPACES, Settings, version_at_least
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see only the environment they set."""
-    for name in list(os.environ):
-        if name.startswith("PODGRAFT_") or name == "POD_NAMESPACE":
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests see only the environment they set
 
 
 def test_defaults() -> None:

@@ -1,31 +1,23 @@
-"""The CLI: `podgraft inject`, `podgraft policy validate`, `podgraft certs generate`."""
+"""The CLI's `podgraft inject`: workloads and pod templates of every kind, stdin, the sidecar mode for
+an old cluster, `--explain`, the namespace opt-in check, denials and errors (exit 1), YAML without
+aliases, other documents passed through; and usage errors (exit 2)."""
 
 from __future__ import annotations
 
-import base64
 import io
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
 
 from app.cli import main
 from tests.conftest import EXAMPLE_POLICIES, ROOT, assert_valid_pod
-from tests.unit.builders import policy_yaml
+
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 PODS = ROOT / "examples" / "pods"
 POLICIES = str(EXAMPLE_POLICIES)
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PODGRAFT_") or name == "POD_NAMESPACE":
-            monkeypatch.delenv(name)
 
 
 def inject(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[Any], str]:
@@ -271,136 +263,6 @@ def test_inject_with_unparsable_yaml_exits_1(capsys: pytest.CaptureFixture[str],
     assert "error: " in capsys.readouterr().err
 
 
-# --- policy validate ------------------------------------------------------------------------------
-
-
-def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["policy", "validate", POLICIES]) == 0
-    out, err = capsys.readouterr()
-    assert err == ""
-    listed = [line.split()[1] for line in out.splitlines()]
-    assert listed == ["content-sync", "debug-rules", "log-shipper", "mesh-proxy", "wait-for-db"]
-    assert all(line.startswith("ok  ") and "hash " in line for line in out.splitlines())
-
-
-def test_validate_names_file_policy_and_field(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    (tmp_path / "good.yaml").write_text(policy_yaml("fine"))
-    nested = tmp_path / "team"
-    nested.mkdir()
-    (nested / "bad.yaml").write_text(
-        policy_yaml("fine-too")
-        + "---\n"
-        + policy_yaml("broken", sidecars=[{"name": "s", "imagee": "busybox"}])
-    )
-    (tmp_path / ".hidden.yaml").write_text("not: [valid")
-    (tmp_path / "README.md").write_text("not a policy")
-    assert main(["policy", "validate", str(tmp_path)]) == 1
-    out, err = capsys.readouterr()
-    [line] = err.splitlines()
-    assert line.startswith(f"{tmp_path / 'team' / 'bad.yaml'}: ")
-    assert "document 2" in line
-    assert "policy 'broken'" in line
-    assert "spec.sidecars[0].imagee: unknown field; did you mean 'image'?" in line
-    assert "Field required" not in line, "the misspelt field is named once, as a near miss"
-    assert [row.split()[1] for row in out.splitlines()] == ["fine"]
-
-
-def test_validate_several_directories(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml").write_text("a: &x 1\nb: *x\n")
-    assert main(["policy", "validate", POLICIES, str(tmp_path)]) == 1
-    out, err = capsys.readouterr()
-    assert "aliases" in err
-    assert "ok  log-shipper" in out
-
-
-def test_validate_missing_path_is_named_and_the_others_still_checked(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    assert main(["policy", "validate", str(tmp_path / "nope.yaml"), POLICIES]) == 1
-    out, err = capsys.readouterr()
-    assert f"{tmp_path / 'nope.yaml'}: no such file or directory" in err
-    assert "directory" not in err.replace("no such file or directory", "")
-    assert "ok  log-shipper" in out
-
-
-def test_validate_takes_a_file_and_reports_every_problem_on_its_own_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    policy = tmp_path / "p.yaml"
-    policy.write_text(
-        "---\n".join(
-            [
-                policy_yaml("one", env=[{"name": "A", "value": "1"}]),
-                policy_yaml("two", env=[{"name": "A", "valu": "1"}]),
-                "{}\n",
-                policy_yaml("one", env=[{"name": "B", "value": "1"}]),
-            ]
-        )
-    )
-    assert main(["policy", "validate", str(policy)]) == 1
-    lines = capsys.readouterr().err.splitlines()
-    assert [line.split(": ")[1] for line in lines] == ["document 2", "document 3", "document 4"]
-    assert all(line.startswith(f"{policy}: ") for line in lines)
-    assert "already defined by document 1" in lines[2]
-
-
-# --- certs generate -------------------------------------------------------------------------------
-
-
-def test_certs_generate_prints_no_bare_base64_unless_asked(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    assert main(["certs", "generate", "--out", str(tmp_path)]) == 0
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert f"the webhook's caBundle is base64 of {tmp_path}/ca.crt" in err
-
-
-def test_certs_generate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    out_dir = tmp_path / "certs"
-    code = main(
-        [
-            "certs",
-            "generate",
-            "--service",
-            "hook",
-            "--namespace",
-            "infra",
-            "--out",
-            str(out_dir),
-            "--host",
-            "10.1.2.3",
-            "--print-ca-bundle",
-        ]
-    )
-    assert code == 0
-    out, err = capsys.readouterr()
-    assert sorted(p.name for p in out_dir.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
-    assert base64.b64decode(out.strip()) == (out_dir / "ca.crt").read_bytes()
-    assert out.count("\n") == 1
-    assert "wrote" in err
-    assert stat.S_IMODE((out_dir / "tls.key").stat().st_mode) == 0o600
-    leaf = x509.load_pem_x509_certificate((out_dir / "tls.crt").read_bytes())
-    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == [
-        "hook",
-        "hook.infra",
-        "hook.infra.svc",
-        "hook.infra.svc.cluster.local",
-        "localhost",
-    ]
-    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.1.2.3"]
-    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate((out_dir / "ca.crt").read_bytes()))
-
-
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["inject"], ["policy"], ["frobnicate"]):
-        with pytest.raises(SystemExit) as caught:
-            main(argv)
-        assert caught.value.code == 2
-    capsys.readouterr()
-
-
 def test_output_has_no_yaml_aliases(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -498,3 +360,14 @@ def test_other_documents_pass_through(
     code, [document], err = inject(capsys, "-f", "-")
     assert code == 0, err
     assert document == manifest
+
+
+# --- usage ----------------------------------------------------------------------------------------
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["inject"], ["policy"], ["frobnicate"]):
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+    capsys.readouterr()
