@@ -65,6 +65,18 @@ class Metrics:
         self.cache_hits = Counter(
             "podgraft_decision_cache_hits_total", "Pod CREATEs answered from the decision cache", registry=r
         )
+        self.events = Counter(
+            "podgraft_events_total",
+            "Pod outcomes told as Events on their workload (a series of N counts N), by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "podgraft_events_dropped_total",
+            "Pod outcomes not told, by cause: queue_full, overflow, rate_limited, rejected, unavailable",
+            ["cause"],
+            registry=r,
+        )
 
         self._reported = ErrorTracker()
 

@@ -8,13 +8,16 @@ import os
 import signal
 import socket
 import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
 
 from app import logs
 from app.audit.census import Census
-from app.server import Runtime, asgi_entry, create_app
+from app.metrics import Metrics
+from app.server import AdmissionObserver, Runtime, asgi_entry, create_app
 from app.settings import Settings
 from app.sources import NamespaceLookup, PolicySource
 from app.sources.directory import DirectorySource
@@ -24,17 +27,28 @@ from app.uvicorn_ext import DrainingServer, guarded_protocol
 log = logging.getLogger("podgraft")
 
 
-def build_sources(
-    settings: Settings,
-) -> tuple[list[PolicySource], NamespaceLookup | None, Census | None, Settings]:
-    """Policy sources, namespace lookup and running audit for the configured mode (cluster mode also
-    asks the API server its version)."""
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What the configured mode adds to the app."""
+
+    sources: list[PolicySource]
+    namespaces: NamespaceLookup | None = None
+    census: Census | None = None  # the running audit (cluster mode, when enabled)
+    events: AdmissionObserver | None = None  # Events on the workload (cluster mode, unless off)
+
+
+def build_wiring(settings: Settings, metrics: Metrics) -> tuple[Wiring, Settings]:
+    """Policy sources, namespace lookup, running audit and Events for the configured mode (cluster mode
+    also asks the API server its version). Local mode emits no Events."""
     if settings.policy_source == "directory":
-        return [DirectorySource(settings.policy_dir)], None, None, settings
+        return Wiring([DirectorySource(settings.policy_dir)]), settings
     from app.cluster.mode import cluster_mode
 
-    mode = cluster_mode(settings)
-    return mode.sources, mode.namespaces, mode.census, mode.settings
+    mode = cluster_mode(settings, metrics)
+    return Wiring(mode.sources, mode.namespaces, mode.census, mode.events), mode.settings
+
+
+Wire = Callable[[Settings, Metrics], tuple[Wiring, Settings]]
 
 
 def _config(settings: Settings, app: object) -> uvicorn.Config:
@@ -57,7 +71,7 @@ def _config(settings: Settings, app: object) -> uvicorn.Config:
     )
 
 
-def _run_worker(settings: Settings, sockets: list[socket.socket] | None = None) -> int:
+def _run_worker(settings: Settings, sockets: list[socket.socket] | None = None, *, wire: Wire) -> int:
     """One server process: certificates, policy sources, app, uvicorn."""
     try:
         certs = CertificateReloader(
@@ -66,8 +80,17 @@ def _run_worker(settings: Settings, sockets: list[socket.socket] | None = None) 
     except (ssl.SSLError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    sources, namespaces, census, settings = build_sources(settings)
-    app = create_app(settings, sources=sources, namespaces=namespaces, census=census, certs=certs)
+    metrics = Metrics()
+    wiring, settings = wire(settings, metrics)
+    app = create_app(
+        settings,
+        sources=wiring.sources,
+        namespaces=wiring.namespaces,
+        census=wiring.census,
+        certs=certs,
+        metrics=metrics,
+        events=wiring.events,
+    )
     config = _config(settings, asgi_entry(app))
     config.load()
     config.ssl = certs.context  # our context, so rotated certificates are picked up without a restart
@@ -89,11 +112,12 @@ def _run_worker(settings: Settings, sockets: list[socket.socket] | None = None) 
     return 0
 
 
-def serve(settings: Settings) -> int:
-    """Run `settings.workers` server processes sharing one listening socket (forked; Linux)."""
+def serve(settings: Settings, *, wire: Wire = build_wiring) -> int:
+    """Run `settings.workers` server processes sharing one listening socket (forked; Linux). `wire`
+    builds what the mode adds (the benchmark gives its own)."""
     logs.configure(settings.log_level)
     if settings.workers == 1:
-        return _run_worker(settings)
+        return _run_worker(settings, wire=wire)
     listener = _config(settings, None).bind_socket()
     children: list[int] = []
     for _ in range(settings.workers):
@@ -101,7 +125,7 @@ def serve(settings: Settings) -> int:
         if pid == 0:  # the worker
             code = 1
             try:
-                code = _run_worker(settings, [listener])
+                code = _run_worker(settings, [listener], wire=wire)
             finally:
                 os._exit(code)
         children.append(pid)

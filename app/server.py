@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI
@@ -42,6 +43,16 @@ from app.tls import CertificateReloader
 log = logging.getLogger("podgraft.server")
 
 
+class AdmissionObserver(Protocol):
+    """Told of every decided admission request (cluster mode's Events on the workload,
+    `app.cluster.reporter`). `observe` runs on the admission path: it must return at once, never
+    block and never raise; `run` is its background task, started and cancelled with the app."""
+
+    def observe(self, request: AdmissionRequest, verdict: Verdict) -> None: ...
+
+    async def run(self) -> None: ...
+
+
 @dataclass
 class Runtime:
     """Everything a request handler needs; built once per app."""
@@ -52,6 +63,7 @@ class Runtime:
     metrics: Metrics
     namespaces: NamespaceLookup | None = None
     certs: CertificateReloader | None = None
+    events: AdmissionObserver | None = None
     inflight: int = 0
     draining: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -161,6 +173,8 @@ class Handler:
             if rt.cache.hits > hits:
                 rt.metrics.cache_hits.inc()
             self._record(parsed, decision)
+            if rt.events is not None:
+                rt.events.observe(parsed, decision)
             return 200, orjson.dumps(review(parsed.api_version, decision.response))
         except BadReview as exc:
             rt.metrics.requests.labels("bad_request").inc()
@@ -254,17 +268,18 @@ async def _certificate_loop(rt: Runtime) -> None:
             rt.metrics.cert_expiry.set(rt.certs.state.expires_at)
 
 
-async def _run_source(rt: Runtime, source: PolicySource) -> None:
+async def _supervised(what: str, run: Callable[[], Awaitable[None]]) -> None:
+    """`run()` until it returns; restarted with backoff when it fails (a policy source, the Events)."""
     backoff = Backoff(initial=2.0, cap=30.0)
     while True:
         try:
-            await source.run(rt.store)
+            await run()
             return
         except asyncio.CancelledError:
             raise
         except Exception:
             delay = backoff.next()
-            log.exception("policy source failed; restarting it", extra={"retry_in_seconds": round(delay, 2)})
+            log.exception(f"{what} failed; restarting it", extra={"retry_in_seconds": round(delay, 2)})
             await asyncio.sleep(delay)
 
 
@@ -276,10 +291,13 @@ def create_app(
     namespaces: NamespaceLookup | None = None,
     census: Census | None = None,
     certs: CertificateReloader | None = None,
+    metrics: Metrics | None = None,
+    events: AdmissionObserver | None = None,
     on_start: Callable[[Runtime], None] | None = None,
 ) -> FastAPI:
-    """Build the app. Tests inject settings, a pre-filled store, sources and a certificate reloader."""
-    metrics = Metrics()
+    """Build the app. Tests inject settings, a pre-filled store, sources, a certificate reloader, the
+    metrics and an admission observer (which counts into these metrics)."""
+    metrics = metrics or Metrics()
     if store is None:
         store = PolicyStore(max_bytes=settings.max_policy_bytes, on_change=metrics.policy_set_changed)
     rt = Runtime(
@@ -289,6 +307,7 @@ def create_app(
         metrics=metrics,
         namespaces=namespaces,
         certs=certs,
+        events=events,
         cache=DecisionCache(settings.decision_cache_size),
     )
     if certs is not None and certs.state is not None:
@@ -299,7 +318,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        rt.tasks = [asyncio.create_task(_run_source(rt, s)) for s in sources]
+        rt.tasks = [
+            asyncio.create_task(_supervised("policy source", functools.partial(s.run, rt.store)))
+            for s in sources
+        ]
+        if events is not None:
+            rt.tasks.append(asyncio.create_task(_supervised("Events on the workload", events.run)))
         if certs is not None:
             rt.tasks.append(asyncio.create_task(_certificate_loop(rt)))
         if on_start is not None:
@@ -315,8 +339,10 @@ def create_app(
         title="Podgraft", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.runtime = rt
-    app.state.mutate = Handler(rt)
-    app.router.routes.append(Route("/mutate", app.state.mutate, methods=["POST"]))
+    # The webhooks: POST only, served straight by `asgi_entry` (a validating webhook goes beside).
+    app.state.webhooks = {"/mutate": Handler(rt)}
+    for path, handler in app.state.webhooks.items():
+        app.router.routes.append(Route(path, handler, methods=["POST"]))
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -343,13 +369,15 @@ def create_app(
 
 
 def asgi_entry(app: FastAPI) -> ASGIApp:
-    """What uvicorn serves: `POST /mutate` straight to its handler (the framework's middleware and
-    routing cost a sixth of a request), everything else (health, metrics, lifespan) to FastAPI."""
-    mutate: Handler = app.state.mutate
+    """What uvicorn serves: `POST` to a webhook (`/mutate`) straight to its handler (the framework's
+    middleware and routing cost a sixth of a request), everything else (health, metrics, lifespan) to
+    FastAPI."""
+    webhooks: Mapping[str, ASGIApp] = app.state.webhooks
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/mutate" and scope["method"] == "POST":
-            await mutate(scope, receive, send)
+        handler = webhooks.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is not None and scope["method"] == "POST":
+            await handler(scope, receive, send)
         else:
             await app(scope, receive, send)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SidecarMode = Literal["native", "classic", "auto"]
 PolicySource = Literal["directory", "configmaps"]
+EventsLevel = Literal["off", "warnings", "all"]
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 ALWAYS_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
@@ -56,6 +58,8 @@ class Settings(BaseSettings):
 
     # --- cluster identity and names
     pod_namespace: str = Field(default="podgraft", validation_alias="POD_NAMESPACE")
+    # this replica's name (the chart sets it from the downward API): the Events' reportingInstance
+    pod_name: str = Field(default_factory=socket.gethostname, validation_alias="POD_NAME", min_length=1)
     kubeconfig: Path | None = None  # configmaps mode outside a cluster
     namespace_label: str = "podgraft.io/injection"
     inject_annotation: str = "podgraft.io/inject"
@@ -68,6 +72,10 @@ class Settings(BaseSettings):
     audit_refresh_seconds: float = Field(
         default=30.0, gt=0
     )  # how often policy/namespace changes re-list pods
+
+    # --- Events on the workload (cluster mode): off | warnings (Warning Events only) | all (also `Injected`)
+    events: EventsLevel = "warnings"
+    events_flush_seconds: float = Field(default=5.0, gt=0, le=300)  # how often series counts are written
 
     # --- injection
     sidecar_mode: SidecarMode = "auto"  # default for policies that do not set spec.sidecarMode

@@ -11,7 +11,10 @@ from app.cluster.census import CensusWatch
 from app.cluster.client import ClusterError, load_configuration
 from app.cluster.configmaps import ConfigMapSource
 from app.cluster.discovery import discover_version
+from app.cluster.events import EventsClient
 from app.cluster.namespaces import NamespaceCache
+from app.cluster.reporter import WorkloadEvents
+from app.metrics import Metrics
 from app.settings import Settings
 from app.sources import NamespaceLookup, PolicySource
 
@@ -26,12 +29,13 @@ class ClusterMode:
     namespaces: NamespaceLookup
     settings: Settings  # with the discovered Kubernetes version
     census: Census | None  # the running audit, when enabled
+    events: WorkloadEvents | None  # Events on the workload, unless PODGRAFT_EVENTS=off
 
 
-def cluster_mode(settings: Settings) -> ClusterMode:
-    """The ConfigMap source, the namespace cache and (when enabled) the pod audit watch; asks the API
-    server for its version unless the version was set explicitly (it decides what `sidecarMode: auto`
-    means)."""
+def cluster_mode(settings: Settings, metrics: Metrics) -> ClusterMode:
+    """The ConfigMap source, the namespace cache, the Events on the workload (unless off) and (when
+    enabled) the pod audit watch; asks the API server for its version unless the version was set
+    explicitly (it decides what `sidecarMode: auto` means)."""
     try:
         configuration = load_configuration(settings.kubeconfig)
     except Exception as exc:
@@ -61,4 +65,14 @@ def cluster_mode(settings: Settings) -> ClusterMode:
                 refresh_seconds=settings.audit_refresh_seconds,
             )
         )
-    return ClusterMode(sources, namespaces, settings, census)
+    events = None
+    if settings.events != "off":
+        events = WorkloadEvents(
+            EventsClient(configuration),
+            metrics=metrics,
+            level=settings.events,
+            instance=settings.pod_name,
+            status_annotation=settings.status_annotation,
+            flush_seconds=settings.events_flush_seconds,
+        )
+    return ClusterMode(sources, namespaces, settings, census, events)

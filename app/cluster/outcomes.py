@@ -1,0 +1,118 @@
+"""What Podgraft tells a workload's owners about one admitted or denied pod (pure).
+
+One note per outcome worth telling, and one per warning of the AdmissionResponse, in its own words
+(the very text `kubectl` would have printed to whoever created the pod, which for a controller's
+pod is nobody):
+
+- `Injected` (Normal): policies were injected: which, their versions (content hashes), the containers
+  added;
+- `InjectedWithWarnings` (Warning): a warning about what was injected (a classic sidecar in a Job, a
+  port on the node's network, a Pod Security level...);
+- `InjectionSkipped` (Warning): a policy was not injected (a conflict, its namespaceSelector, a render
+  error, no such policy);
+- `StaleInjection` (Warning): the pod carried an older version of a policy, replaced by the live one;
+- `InjectionDenied` (Warning): a required policy could not be honoured, the pod was refused.
+
+With level `warnings` only the Warning notes are told; `all` adds `Injected`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.engine.inject import InjectionResult
+from app.engine.podview import as_list, as_mapping
+from app.engine.status import read_status
+
+EventType = Literal["Normal", "Warning"]
+Level = Literal["off", "warnings", "all"]
+
+INJECTED = "Injected"
+WITH_WARNINGS = "InjectedWithWarnings"
+SKIPPED = "InjectionSkipped"
+STALE = "StaleInjection"
+DENIED = "InjectionDenied"
+ACTIONS = {INJECTED: "Inject", WITH_WARNINGS: "Inject", SKIPPED: "Skip", STALE: "Update", DENIED: "Deny"}
+
+# The engine's warnings that say a policy was not injected, and the one that says a stale one was
+# replaced (tests/unit/test_cluster_outcomes.py pins each against the engine's own output).
+_SKIPPED = re.compile(
+    r"^podgraft: (?:policy .+ not injected: "
+    r"|requested policy .+ does not exist; nothing injected for it$"
+    r"|.+; not injected$"
+    r"|.+ is not a valid policy name; ignored$"
+    r"|only the first \d+ requested policies are considered$)",
+    re.S,
+)
+_STALE = re.compile(r"^podgraft: policy .+: the pod carries version \S+, the live one is \S+; updated", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """What one Event says: its type, reason, action and text (`note`)."""
+
+    type: EventType
+    reason: str
+    text: str
+
+    @property
+    def action(self) -> str:
+        return ACTIONS[self.reason]
+
+
+def warning_reason(warning: str) -> str:
+    """The Event reason of one AdmissionResponse warning."""
+    if _SKIPPED.match(warning):
+        return SKIPPED
+    if _STALE.match(warning):
+        return STALE
+    return WITH_WARNINGS
+
+
+def worth_telling(result: InjectionResult, level: Level) -> bool:
+    """Cheap (the admission path asks it): could this pod's result produce a note at `level`?"""
+    if level == "off":
+        return False
+    return bool(result.warnings or result.denial or (level == "all" and result.injected))
+
+
+def notes(
+    pod: Mapping[str, Any], result: InjectionResult, *, level: Level, status_annotation: str
+) -> list[Note]:
+    """The notes for one pod (as it was submitted) and what admission made of it, at `level`."""
+    if level == "off":
+        return []
+    told = [Note("Warning", warning_reason(w), w) for w in result.warnings]
+    if result.denial is not None:
+        told.append(Note("Warning", DENIED, result.denial))
+    elif level == "all" and result.injected and result.mutated is not None:
+        told.insert(0, Note("Normal", INJECTED, injected_text(pod, result, status_annotation)))
+    return told
+
+
+def injected_text(pod: Mapping[str, Any], result: InjectionResult, status_annotation: str) -> str:
+    """`injected policies log-shipper (version 9d27f25cadc875af), ...; containers added: log-shipper`."""
+    mutated = result.mutated or {}
+    versions = read_status(
+        as_mapping(as_mapping(mutated.get("metadata")).get("annotations")), status_annotation
+    )
+    listed = ", ".join(
+        f"{name} (version {versions[name]})" if name in versions else name for name in result.injected
+    )
+    before = set(_container_names(pod))
+    added = [name for name in _container_names(mutated) if name not in before]
+    policies = "policy" if len(result.injected) == 1 else "policies"
+    containers = f"containers added: {', '.join(added)}" if added else "no containers added"
+    return f"injected {policies} {listed}; {containers}"
+
+
+def _container_names(pod: Mapping[str, Any]) -> list[str]:
+    """The names of the pod's init containers and containers, in order."""
+    spec = as_mapping(pod.get("spec"))
+    items = [*as_list(spec.get("initContainers")), *as_list(spec.get("containers"))]
+    return [
+        str(item["name"]) for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)
+    ]
