@@ -62,9 +62,9 @@ def micro_time(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_name(regarding: ObjectRef, timestamp: float) -> str:
+def event_name(regarding: ObjectRef, nanoseconds: int) -> str:
     """`<regarding name>.<nanoseconds, hex>`, as client-go names Events."""
-    suffix = f".{int(timestamp * 1e9):x}"
+    suffix = f".{nanoseconds:x}"
     return regarding.name[: MAX_NAME - len(suffix)] + suffix
 
 

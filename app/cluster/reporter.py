@@ -49,6 +49,7 @@ MAX_PENDING = 1000  # distinct (controller, note) counts waiting for a flush
 MAX_TRIES = 12  # writes (or owner lookups) of one count before it is dropped (client-go's maxTriesPerEvent)
 DRAIN_SLICE = 64  # items drained before the drain task yields to the event loop
 HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
 
 Item = tuple[
     str, Mapping[str, Any], InjectionResult
@@ -102,6 +103,7 @@ class Writer:
         self.book = book or SeriesBook()
         self.limiter = limiter or NamespaceLimiter()
         self._complaints: set[str] = set()  # what was logged since the last success
+        self._stamp = 0  # the nanoseconds in the last Event name
 
     def write(self, batch: Mapping[PendingKey, Pending]) -> dict[PendingKey, Pending]:
         """Count `batch` into series and write what is due; the counts whose workload could not be
@@ -129,7 +131,6 @@ class Writer:
                 pending.count,
                 first=pending.first,
                 last=pending.last,
-                name=event_name(regarding, pending.first),
             )
             if series is None:
                 self._drop("overflow", pending.count)
@@ -155,12 +156,14 @@ class Writer:
                 except Exception as exc:
                     if api_status(exc) != HTTP_NOT_FOUND:
                         raise
-                    series.name = event_name(key.regarding, now)  # the Event expired: a new one
-                    self._create(key, series)
+                    self._create(key, series)  # the Event expired (the apiserver's event TTL): a new one
             else:
                 self._create(key, series)
         except Exception as exc:
             status = api_status(exc)
+            if status == HTTP_CONFLICT:  # the name is taken (another replica, the same nanosecond)
+                series.tries += 1
+                return True  # the next flush creates it under a new name
             if _transient(status):
                 self._complain("unavailable", f"cannot write Events: {describe(exc)}")
                 series.tries += 1
@@ -183,6 +186,8 @@ class Writer:
 
     def _create(self, key: SeriesKey, series: Series) -> None:
         note = key.note
+        self._stamp = max(self._stamp + 1, int(self.clock() * 1e9))  # unique names, one per Event
+        series.name = event_name(key.regarding, self._stamp)
         body = new_event(
             name=series.name,
             regarding=key.regarding,

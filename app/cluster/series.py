@@ -37,12 +37,12 @@ class SeriesKey:
 class Series:
     """One Event and its count: `count` observed, `written` as the API has it (0: not created yet)."""
 
-    name: str
     first: float
     last: float
     count: int = 0
     written: int = 0
     tries: int = 0  # failed writes in a row
+    name: str = ""  # the Event's, once created
 
 
 class SeriesBook:
@@ -56,9 +56,9 @@ class SeriesBook:
     def __len__(self) -> int:
         return len(self._series)
 
-    def observe(self, key: SeriesKey, count: int, *, first: float, last: float, name: str) -> Series | None:
-        """Count `count` occurrences (seen from `first` to `last`) into `key`'s series, or start one
-        named `name`; None when the book is full of live series."""
+    def observe(self, key: SeriesKey, count: int, *, first: float, last: float) -> Series | None:
+        """Count `count` occurrences (seen from `first` to `last`) into `key`'s series, or start one;
+        None when the book is full of live series."""
         series = self._series.get(key)
         if series is not None and (
             series.count > series.written or first - series.last <= self.finish_seconds
@@ -69,7 +69,7 @@ class SeriesBook:
             return series
         if series is None and len(self._series) >= self.size:
             return None
-        series = Series(name, first, last, count)
+        series = Series(first, last, count)
         self._series[key] = series
         self._series.move_to_end(key)
         return series

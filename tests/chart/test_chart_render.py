@@ -130,8 +130,8 @@ ALWAYS = {
     "Deployment": 1,
     "Service": 1,
     "ServiceAccount": 1,
-    "ClusterRole": 1,
-    "ClusterRoleBinding": 1,
+    "ClusterRole": 2,  # Namespaces (and pods for the audit); Events (events.level, default warnings)
+    "ClusterRoleBinding": 2,
     "MutatingWebhookConfiguration": 1,
 }
 

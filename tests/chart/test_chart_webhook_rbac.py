@@ -191,6 +191,16 @@ POLICY_RULES = {
     (("",), ("events",), ("create", "patch"), ()),
 }
 CLUSTER_RULES = {(("",), ("namespaces",), ("get", "list", "watch"), ())}
+EVENTS_RULES = {
+    (("events.k8s.io",), ("events",), ("create", "patch"), ()),
+    (("apps",), ("replicasets",), ("get",), ()),
+    (("batch",), ("jobs",), ("get",), ()),
+}
+
+
+def _cluster_roles(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ClusterRoles by the suffix of their name (`namespaces`, `events`)."""
+    return {role["metadata"]["name"].rsplit("-", 1)[1]: role for role in find(objects, "ClusterRole")}
 
 
 @pytest.mark.parametrize("value_set", VALUE_SET_PARAMS)
@@ -206,9 +216,11 @@ def test_rbac_is_minimal(helm: Helm, value_set: str) -> None:
     assert sorted(role["metadata"]["namespace"] for role in roles) == sorted(policy_namespaces)
     for role in roles:
         assert _rules(role) == POLICY_RULES
-    (cluster_role,) = find(objects, "ClusterRole")
-    assert _rules(cluster_role) == CLUSTER_RULES
-    for role in [*roles, cluster_role]:
+    cluster_roles = _cluster_roles(objects)
+    assert sorted(cluster_roles) == ["events", "namespaces"]  # events.level defaults to warnings
+    assert _rules(cluster_roles["namespaces"]) == CLUSTER_RULES
+    assert _rules(cluster_roles["events"]) == EVENTS_RULES
+    for role in [*roles, *cluster_roles.values()]:
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
 
@@ -225,13 +237,14 @@ def test_bindings_grant_the_roles_to_the_server_only(helm: Helm, value_set: str)
         assert binding["subjects"] == subject
         assert binding["roleRef"]["kind"] == "Role"
         assert (binding["metadata"]["namespace"], binding["roleRef"]["name"]) in roles
-    (cluster_binding,) = find(objects, "ClusterRoleBinding")
-    assert cluster_binding["subjects"] == subject
-    assert cluster_binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": one(objects, "ClusterRole")["metadata"]["name"],
-    }
+    cluster_bindings = find(objects, "ClusterRoleBinding")
+    assert sorted(b["roleRef"]["name"] for b in cluster_bindings) == sorted(
+        r["metadata"]["name"] for r in find(objects, "ClusterRole")
+    )
+    for cluster_binding in cluster_bindings:
+        assert cluster_binding["subjects"] == subject
+        assert cluster_binding["roleRef"]["kind"] == "ClusterRole"
+        assert cluster_binding["roleRef"]["apiGroup"] == "rbac.authorization.k8s.io"
 
 
 def test_rbac_and_service_account_can_be_brought_by_the_user(helm: Helm) -> None:
@@ -245,7 +258,7 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(helm: Helm) -> None
 
 def test_the_running_audit_adds_only_list_and_watch_on_pods(helm: Helm) -> None:
     objects = helm.render(sets=["audit.enabled=true", "audit.refreshSeconds=10"])
-    (cluster_role,) = find(objects, "ClusterRole")
+    cluster_role = _cluster_roles(objects)["namespaces"]
     assert _rules(cluster_role) == CLUSTER_RULES | {(("",), ("pods",), ("list", "watch"), ())}
     for role in find(objects, "Role"):
         assert _rules(role) == POLICY_RULES
@@ -253,4 +266,29 @@ def test_the_running_audit_adds_only_list_and_watch_on_pods(helm: Helm) -> None:
     assert (env["PODGRAFT_AUDIT_ENABLED"], env["PODGRAFT_AUDIT_REFRESH_SECONDS"]) == ("true", "10")
     assert "PODGRAFT_AUDIT_ENABLED" not in env_of(
         one(helm.render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("level", "roles"),
+    [
+        pytest.param("off", ["namespaces"], id="off"),
+        pytest.param("warnings", ["events", "namespaces"], id="warnings"),
+        pytest.param("all", ["events", "namespaces"], id="all"),
+    ],
+)
+def test_events_add_their_cluster_role_only_when_enabled(helm: Helm, level: str, roles: list[str]) -> None:
+    objects = helm.render(sets=[f"events.level={level}"])
+    assert sorted(_cluster_roles(objects)) == roles
+    assert len(find(objects, "ClusterRoleBinding")) == len(roles)
+    env = env_of(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    assert env["PODGRAFT_EVENTS"] == level
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the Events' reportingInstance
+    for role in find(objects, "Role"):  # the policy namespaces keep their own rules
+        assert _rules(role) == POLICY_RULES
+
+
+def test_an_unknown_events_level_is_refused(helm: Helm) -> None:
+    assert "at '/events/level': value must be one of 'off', 'warnings', 'all'" in helm.render_error(
+        sets=["events.level=verbose"]
     )

@@ -91,6 +91,7 @@ def test_probes(helm: Helm, value_set: str) -> None:
 # The env contract of `podgraft serve` in a cluster (app/settings.py).
 BASE_ENV = {
     "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
     "PODGRAFT_HOST": "0.0.0.0",
     "PODGRAFT_PORT": "8443",
     "PODGRAFT_TLS_CERT_FILE": "/etc/podgraft/tls/tls.crt",
@@ -104,6 +105,7 @@ BASE_ENV = {
     "PODGRAFT_NAMESPACE_LABEL": "podgraft.io/injection",
     "PODGRAFT_INJECT_ANNOTATION": "podgraft.io/inject",
     "PODGRAFT_POLICY_LABEL": "podgraft.io/policy",
+    "PODGRAFT_EVENTS": "warnings",
 }
 EXPECTED_ENV = {
     "defaults": BASE_ENV,

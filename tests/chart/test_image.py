@@ -139,12 +139,17 @@ def test_chart_environment_is_understood_by_the_server(
     env = env_of(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
     fields = {f"PODGRAFT_{name.upper()}" for name in Settings.model_fields}
     for name in list(os.environ):
-        if name.startswith("PODGRAFT_") or name == "POD_NAMESPACE":
+        if name.startswith("PODGRAFT_") or name in ("POD_NAMESPACE", "POD_NAME"):
             monkeypatch.delenv(name)
+    downward = {
+        "POD_NAMESPACE": ("metadata.namespace", "podgraft"),
+        "POD_NAME": ("metadata.name", "pg-7c9d-x2x4q"),
+    }
     for name, value in env.items():
-        if name == "POD_NAMESPACE":
-            assert value == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-            monkeypatch.setenv(name, "podgraft")
+        if name in downward:
+            field, example = downward[name]
+            assert value == {"fieldRef": {"fieldPath": field}}
+            monkeypatch.setenv(name, example)
             continue
         assert name in fields, f"{name} is not a Podgraft setting"
         monkeypatch.setenv(name, value)
@@ -153,6 +158,7 @@ def test_chart_environment_is_understood_by_the_server(
     assert settings.port == 8443
     assert settings.policy_source == "configmaps"
     assert settings.watched_policy_namespaces()[0] == "podgraft"
+    assert (settings.pod_name, settings.events) == ("pg-7c9d-x2x4q", "warnings")
     assert str(settings.tls_cert_file) == "/etc/podgraft/tls/tls.crt"
     assert str(settings.tls_key_file) == "/etc/podgraft/tls/tls.key"
     if value_set == "secret":

@@ -103,7 +103,7 @@ def test_rejection_message_names_configmap_key_and_error() -> None:
 def test_rejection_message_is_bounded() -> None:
     message = rejection_message(cm("p", {}), "k", "x" * 5000, kept=True)
     assert len(message) == MAX_EVENT_MESSAGE
-    assert message.endswith("...")
+    assert message.endswith(" [truncated]")
 
 
 def test_rejection_event_is_a_warning_on_the_configmap() -> None:

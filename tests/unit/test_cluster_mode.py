@@ -17,6 +17,7 @@ from app.cluster.mode import cluster_mode
 from app.cluster.namespaces import NamespaceCache, NamespaceLabels
 from app.cluster.watch import Changed, Listed, ListWatch
 from app.engine.config import EngineConfig
+from app.metrics import Metrics
 from app.settings import Settings
 from app.sources.store import PolicyStore
 from tests.unit.cluster_support import GOOD, FakeApi
@@ -69,7 +70,7 @@ current-context: c
         kubernetes_version="1.28",
         policy_namespaces=["a", "b", "a"],
     )
-    mode = cluster_mode(settings)
+    mode = cluster_mode(settings, Metrics())
 
     assert mode.settings.kubernetes_version == "1.28"  # not asked: the API server is not even reachable
     assert isinstance(mode.namespaces, NamespaceCache)
@@ -79,7 +80,9 @@ current-context: c
     assert source.selector == "podgraft.io/policy=true"
     assert mode.census is None
 
-    audited = cluster_mode(settings.model_copy(update={"audit_enabled": True, "audit_refresh_seconds": 5}))
+    audited = cluster_mode(
+        settings.model_copy(update={"audit_enabled": True, "audit_refresh_seconds": 5}), Metrics()
+    )
     assert audited.census is not None
     assert [type(s).__name__ for s in audited.sources] == ["ConfigMapSource", "CensusWatch"]
     census_watch = audited.sources[1]
