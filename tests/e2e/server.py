@@ -40,6 +40,7 @@ class Podgraft:
         policy_namespaces: Sequence[str],
         wait: bool = True,
         name: str = "podgraft",
+        pod_name: str = "podgraft-e2e-0",
     ) -> Podgraft:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PODGRAFT_")}
@@ -49,6 +50,9 @@ class Podgraft:
             PODGRAFT_DRAIN_SECONDS="0",
             PODGRAFT_AUDIT_ENABLED="true",
             PODGRAFT_AUDIT_REFRESH_SECONDS="1",
+            PODGRAFT_EVENTS="all",  # every reason, Injected too
+            PODGRAFT_EVENTS_FLUSH_SECONDS="0.5",
+            POD_NAME=pod_name,  # the Events' reportingInstance
             PYTHONUNBUFFERED="1",
         )
         argv = [
