@@ -19,6 +19,9 @@ from .workloads import app_container, deployment, pod_spec, template
 
 # The pod's own volume named like log-shipper's: the optional policy is skipped, with a warning.
 LOGS = {"name": "app-logs", "configMap": {"name": "app-logs", "optional": True}}
+# Admission is what these tests are about: the pods are made by the real controllers, then stay
+# Pending (no node matches), so that the tier does not spend its two cores running them.
+NOWHERE = {"nodeSelector": {"podgraft.io/test-node": "none"}}
 SKIPPED_NOTE = (
     "podgraft: policy 'log-shipper' not injected: the pod already has a different volume named 'app-logs'"
 )
@@ -41,7 +44,7 @@ def _events(
 
 
 def _conflicting(cluster: Cluster, app: str, replicas: int) -> dict[str, Any]:
-    spec = pod_spec([app_container(cluster.image)], volumes=[LOGS])
+    spec = pod_spec([app_container(cluster.image)], volumes=[LOGS], **NOWHERE)
     return deployment(app, replicas=replicas, spec=spec, inject="log-shipper")
 
 
@@ -76,7 +79,10 @@ def test_a_deployment_scaled_to_5_whose_optional_policy_conflicts_shows_one_warn
 def test_an_injected_deployment_shows_injected(cluster: Cluster) -> None:
     ns = cluster.namespace("events")
     cluster.create(
-        ns, deployment("api", replicas=2, spec=pod_spec([app_container(cluster.image)]), inject="log-shipper")
+        ns,
+        deployment(
+            "api", replicas=2, spec=pod_spec([app_container(cluster.image)], **NOWHERE), inject="log-shipper"
+        ),
     )
     _created(cluster, ns, "api", 2)
     [event] = _events(cluster, ns, "Deployment", "api", [("Normal", "Injected", 2)])
@@ -118,6 +124,14 @@ def test_a_cronjobs_job_pod_with_an_explicitly_classic_sidecar_shows_the_warning
     assert (warned["related"]["kind"], warned["related"]["name"]) == ("Job", "backup-manual")
     described = cluster.kubectl.run("describe", f"--namespace={ns}", "cronjob/backup").stdout
     assert "InjectedWithWarnings" in described, described
+    # the Job never completes (its pod stays Pending): delete it while the Job controller still runs,
+    # which removes its finalizer from the pod
+    cluster.kubectl.run("delete", "job", f"--namespace={ns}", "backup-manual", "--wait=false")
+
+    def pods_gone() -> None:
+        assert cluster.pods(ns, "backup") == []
+
+    eventually(pods_gone, timeout=60, what="the Job's pod removed")
 
 
 @contextlib.contextmanager
