@@ -19,6 +19,7 @@ class Results:
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     sizes: list[dict[str, Any]] = field(default_factory=list)
     rss_mib: dict[str, list[float]] = field(default_factory=dict)
+    events: dict[str, dict[str, float]] = field(default_factory=dict)  # server -> Events dropped, requests
 
 
 def machine() -> dict[str, Any]:
@@ -68,6 +69,11 @@ def table(results: Results) -> str:
                 f"| {name} | {r['rate']}/s | {r['p50_ms']} | {r['p99_ms']} | {r['p999_ms']} | "
                 f"{r['max_ms']} | {r['success']:.2%} |"
             )
+    for name, counts in results.events.items():
+        lines.append(
+            f"{name}: {counts['requests']:.0f} requests; pod outcomes dropped (the Events API hangs): "
+            f"{counts['queue_full']:.0f} at the queue, {counts['overflow']:.0f} at the pending map"
+        )
     base = results.policies["1"]["rps"]
     lines += [
         "",

@@ -46,6 +46,7 @@ def servers(
         "floor": lambda: floor(certs),
         "podgraft-1w": lambda: podgraft(certs, policies, 1),
         "podgraft-2w": lambda: podgraft(certs, policies, 2),
+        "podgraft-1w-events-hung": lambda: podgraft(certs, policies, 1, events_hung=True),
     }
 
 
@@ -85,6 +86,11 @@ def run(quick: bool) -> Results:
                     vegeta(tool, target, realistic, rate=r, seconds=seconds, workdir=work) for r in RATES
                 ]
                 results.rss_mib[name] = target.rss_mib()
+                if name.endswith("-events-hung"):
+                    results.events[name] = {
+                        cause: target.metric("podgraft_events_dropped_total", cause=cause)
+                        for cause in ("queue_full", "overflow")
+                    } | {"requests": target.metric("podgraft_admission_requests_total")}
                 log(f"{name}: {results.saturation[name]}")
 
         for count in POLICY_COUNTS:

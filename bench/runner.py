@@ -47,6 +47,23 @@ class Target:
         extra = [int(p) for p in children.read_text().split()] if children.exists() else []
         return [self.process.pid, *extra]
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` on /metrics that carry `labels` (0 when absent)."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        url = f"https://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, context=context, timeout=5) as page:
+            text = page.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
+            if (
+                match
+                and match.group(1) == name
+                and all(f'{key}="{value}"' in (match.group(2) or "") for key, value in labels.items())
+            ):
+                total += float(match.group(3))
+        return total
+
     def rss_mib(self) -> list[float]:
         """Peak resident memory (VmHWM) of each serving process, MiB."""
         pids = self.pids()
@@ -95,10 +112,19 @@ def started(
         process.wait(timeout=10)
 
 
-def podgraft(certs: Path, policies: Path, workers: int) -> contextlib.AbstractContextManager[Target]:
+def podgraft(
+    certs: Path, policies: Path, workers: int, *, events_hung: bool = False
+) -> contextlib.AbstractContextManager[Target]:
+    """`podgraft serve`; `events_hung`: with Events on (level all) against an Events API that never
+    answers (bench/events_server.py)."""
     port = free_port()
+    entry = (
+        [str(BIN / "python"), str(ROOT / "bench" / "events_server.py")]
+        if events_hung
+        else [str(BIN / "podgraft")]
+    )
     command = [
-        str(BIN / "podgraft"),
+        *entry,
         "serve",
         "--port",
         str(port),
@@ -113,7 +139,7 @@ def podgraft(certs: Path, policies: Path, workers: int) -> contextlib.AbstractCo
     ]
     # Production settings: info-level JSON logs (to /dev/null here), default limits.
     return started(
-        f"podgraft-{workers}w",
+        f"podgraft-{workers}w" + ("-events-hung" if events_hung else ""),
         command,
         port=port,
         ca=certs / "ca.crt",

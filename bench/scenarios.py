@@ -16,7 +16,9 @@ SATURATION: dict[str, dict[str, bool]] = {
     "new_tls_connection": {"new_connections": True, "distinct": True},
     "keepalive_replicas": {"new_connections": False, "distinct": False},
 }
-SERVERS = ("floor", "podgraft-1w", "podgraft-2w")  # the floor, then Podgraft with 1 and 2 workers
+# the floor, then Podgraft with 1 and 2 workers, and with 1 worker, Events on (level all) and an
+# Events API that never answers (bench/events_server.py)
+SERVERS = ("floor", "podgraft-1w", "podgraft-2w", "podgraft-1w-events-hung")
 RATES = (100, 500, 1000)  # vegeta constant rates, requests per second, distinct pods
 POLICY_COUNTS = (1, 100, 1000)  # loaded policies (2 apply, the rest are fillers that match nothing)
 SIZES = (("small", 50), ("realistic", 50), ("large", 5), ("limit", 2))  # pod kind, vegeta rate
