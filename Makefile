@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint typecheck unit integration e2e node chart bench bench-audit certs clean venv
+.PHONY: run test lint typecheck unit integration e2e node chart bench bench-audit bench-events certs clean venv
 
 venv: $(STAMP)
 
@@ -64,6 +64,12 @@ bench: $(STAMP)
 # The audit benchmark (not part of `make test`): `podgraft audit` over 10,000 pods, the running audit's memory.
 bench-audit: $(STAMP)
 	$(BIN)/python bench/audit.py $(BENCH_ARGS)
+
+# Events on the workload (not part of `make test`): admission latency with Events off, and on with a hung Events API.
+bench-events: $(STAMP)
+	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	hack/vegeta/build.sh >/dev/null
+	$(BIN)/python bench/events.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

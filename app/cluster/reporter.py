@@ -276,6 +276,9 @@ class WorkloadEvents:
         self.queue: asyncio.Queue[Item] = asyncio.Queue(queue_size)
         self.pending: dict[PendingKey, Pending] = {}
         self._dropped = metrics.events_dropped.labels("queue_full")
+        # the last pod's (result, namespace, controller, notes): the decision cache hands the replicas
+        # of one scale-up the same result object, for byte-identical pods
+        self._last: tuple[InjectionResult, str, ObjectRef | None, list[Note]] | None = None
 
     def observe(self, request: AdmissionRequest, verdict: Verdict) -> None:
         """On the admission path: O(1), never blocks, never raises."""
@@ -311,11 +314,17 @@ class WorkloadEvents:
     def absorb(self, item: Item) -> None:
         """Count one pod's notes into the pending counts."""
         namespace, pod, result = item
-        owner = controller_reference(as_mapping(pod.get("metadata")), namespace)
+        memo = self._last
+        if memo is not None and memo[0] is result and memo[1] == namespace:
+            owner, told = memo[2], memo[3]  # a replica answered from the decision cache: the same pod
+        else:
+            owner = controller_reference(as_mapping(pod.get("metadata")), namespace)
+            told = notes(pod, result, level=self.level, status_annotation=self.status_annotation)
+            self._last = (result, namespace, owner, told)
         if owner is None:  # a bare pod: whoever created it got the warnings
             return
         now = self.clock()
-        for note in notes(pod, result, level=self.level, status_annotation=self.status_annotation):
+        for note in told:
             key = (owner, note)
             pending = self.pending.get(key)
             if pending is not None:

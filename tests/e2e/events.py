@@ -112,17 +112,7 @@ class Workloads:
         return dict(json.loads(response.data))
 
     def deployment(self, namespace: str, name: str, pod_template: Mapping[str, Any]) -> dict[str, Any]:
-        labels = pod_template["metadata"]["labels"]
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": 0,
-                "selector": {"matchLabels": dict(labels)},
-                "template": dict(pod_template),
-            },
-        }
+        body = _apps_workload("Deployment", name, pod_template)
         return self._body(self.apps.create_namespaced_deployment(namespace, body, _preload_content=False))
 
     def replica_set(self, namespace: str, owner: Mapping[str, Any], pod_hash: str) -> dict[str, Any]:
@@ -170,16 +160,21 @@ class Workloads:
         return self._body(self.batch.create_namespaced_job(namespace, body, _preload_content=False))
 
     def stateful_set(self, namespace: str, name: str, pod_template: Mapping[str, Any]) -> dict[str, Any]:
-        labels = pod_template["metadata"]["labels"]
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": 0,
-                "serviceName": name,
-                "selector": {"matchLabels": dict(labels)},
-                "template": dict(pod_template),
-            },
-        }
+        body = _apps_workload("StatefulSet", name, pod_template, serviceName=name)
         return self._body(self.apps.create_namespaced_stateful_set(namespace, body, _preload_content=False))
+
+
+def _apps_workload(kind: str, name: str, pod_template: Mapping[str, Any], **spec: Any) -> dict[str, Any]:
+    """An apps/v1 Deployment or StatefulSet of 0 replicas (nothing would run them here)."""
+    labels = pod_template["metadata"]["labels"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": dict(labels)},
+            "template": dict(pod_template),
+            **spec,
+        },
+    }
