@@ -15,6 +15,7 @@ from app.cluster.census import CensusWatch
 from app.cluster.configmaps import ConfigMapSource
 from app.cluster.mode import cluster_mode
 from app.cluster.namespaces import NamespaceCache, NamespaceLabels
+from app.cluster.reporter import WorkloadEvents
 from app.cluster.watch import Changed, Listed, ListWatch
 from app.engine.config import EngineConfig
 from app.metrics import Metrics
@@ -79,6 +80,10 @@ current-context: c
     assert source.namespaces == ["a", "b"]
     assert source.selector == "podgraft.io/policy=true"
     assert mode.census is None
+
+    assert isinstance(mode.events, WorkloadEvents)  # PODGRAFT_EVENTS defaults to warnings
+    assert (mode.events.level, mode.events.writer.instance) == ("warnings", settings.pod_name)
+    assert cluster_mode(settings.model_copy(update={"events": "off"}), Metrics()).events is None
 
     audited = cluster_mode(
         settings.model_copy(update={"audit_enabled": True, "audit_refresh_seconds": 5}), Metrics()
