@@ -4,8 +4,8 @@ One note per outcome worth telling, and one per warning of the AdmissionResponse
 (the very text `kubectl` would have printed to whoever created the pod, which for a controller's
 pod is nobody):
 
-- `Injected` (Normal): policies were injected: which, their versions (content hashes), the containers
-  added;
+- `Injected` (Normal): policies were injected: which, their versions (content hashes), their
+  containers (as the status annotation lists them);
 - `InjectedWithWarnings` (Warning): a warning about what was injected (a classic sidecar in a Job, a
   port on the node's network, a Pod Security level...);
 - `InjectionSkipped` (Warning): a policy was not injected (a conflict, its namespaceSelector, a render
@@ -18,10 +18,12 @@ With level `warnings` only the Warning notes are told; `all` adds `Injected`.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+import orjson
 
 from app.engine.inject import InjectionResult
 from app.engine.podview import as_list, as_mapping
@@ -63,6 +65,7 @@ class Note:
         return ACTIONS[self.reason]
 
 
+@functools.lru_cache(maxsize=1024)
 def warning_reason(warning: str) -> str:
     """The Event reason of one AdmissionResponse warning."""
     if _SKIPPED.match(warning):
@@ -79,40 +82,42 @@ def worth_telling(result: InjectionResult, level: Level) -> bool:
     return bool(result.warnings or result.denial or (level == "all" and result.injected))
 
 
-def notes(
-    pod: Mapping[str, Any], result: InjectionResult, *, level: Level, status_annotation: str
-) -> list[Note]:
-    """The notes for one pod (as it was submitted) and what admission made of it, at `level`."""
+def notes(result: InjectionResult, *, level: Level, status_annotation: str) -> list[Note]:
+    """The notes for what admission made of one pod, at `level`."""
     if level == "off":
         return []
     told = [Note("Warning", warning_reason(w), w) for w in result.warnings]
     if result.denial is not None:
         told.append(Note("Warning", DENIED, result.denial))
     elif level == "all" and result.injected and result.mutated is not None:
-        told.insert(0, Note("Normal", INJECTED, injected_text(pod, result, status_annotation)))
+        annotations = as_mapping(as_mapping(result.mutated.get("metadata")).get("annotations"))
+        status = annotations.get(status_annotation)
+        text = injected_text(result.injected, status if isinstance(status, str) else "")
+        told.insert(0, Note("Normal", INJECTED, text))
     return told
 
 
-def injected_text(pod: Mapping[str, Any], result: InjectionResult, status_annotation: str) -> str:
-    """`injected policies log-shipper (version 9d27f25cadc875af), ...; containers added: log-shipper`."""
-    mutated = result.mutated or {}
-    versions = read_status(
-        as_mapping(as_mapping(mutated.get("metadata")).get("annotations")), status_annotation
-    )
+@functools.lru_cache(maxsize=256)
+def injected_text(injected: tuple[str, ...], status: str) -> str:
+    """`injected policies log-shipper (version 9d27f25cadc875af), ...; containers: log-shipper`, from
+    the policies this patch applied and the status annotation Podgraft wrote (every pod of a rollout
+    has the same: hence the cache)."""
+    versions = read_status({"status": status}, "status")
     listed = ", ".join(
-        f"{name} (version {versions[name]})" if name in versions else name for name in result.injected
+        f"{name} (version {versions[name]})" if name in versions else name for name in injected
     )
-    before = set(_container_names(pod))
-    added = [name for name in _container_names(mutated) if name not in before]
-    policies = "policy" if len(result.injected) == 1 else "policies"
-    containers = f"containers added: {', '.join(added)}" if added else "no containers added"
-    return f"injected {policies} {listed}; {containers}"
+    policies = "policy" if len(injected) == 1 else "policies"
+    containers = status_containers(status)
+    return f"injected {policies} {listed}; " + (
+        f"containers: {', '.join(containers)}" if containers else "no containers"
+    )
 
 
-def _container_names(pod: Mapping[str, Any]) -> list[str]:
-    """The names of the pod's init containers and containers, in order."""
-    spec = as_mapping(pod.get("spec"))
-    items = [*as_list(spec.get("initContainers")), *as_list(spec.get("containers"))]
-    return [
-        str(item["name"]) for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)
-    ]
+def status_containers(status: str) -> list[str]:
+    """The `containers` the status annotation lists (the containers of the policies it names)."""
+    try:
+        data = orjson.loads(status)
+    except orjson.JSONDecodeError:
+        return []
+    listed = data.get("containers") if isinstance(data, dict) else None
+    return [name for name in as_list(listed) if isinstance(name, str)]

@@ -319,7 +319,7 @@ class WorkloadEvents:
             owner, told = memo[2], memo[3]  # a replica answered from the decision cache: the same pod
         else:
             owner = controller_reference(as_mapping(pod.get("metadata")), namespace)
-            told = notes(pod, result, level=self.level, status_annotation=self.status_annotation)
+            told = notes(result, level=self.level, status_annotation=self.status_annotation)
             self._last = (result, namespace, owner, told)
         if owner is None:  # a bare pod: whoever created it got the warnings
             return

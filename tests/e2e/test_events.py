@@ -120,7 +120,7 @@ def test_an_injected_deployment_shows_injected_with_policy_version_and_container
     probe = e2e.kube.create_pod(ns, pod_from_template(rs, rs["spec"]["template"]), dry_run=True).body
     assert injected(probe) == ["wait-for-db"]
     version = probe["metadata"]["annotations"]["podgraft.io/status"].split('"hash":"')[1].split('"')[0]
-    assert event["note"] == f"injected policy wait-for-db (version {version}); containers added: wait-for-db"
+    assert event["note"] == f"injected policy wait-for-db (version {version}); containers: wait-for-db"
 
 
 def test_a_cronjobs_job_pod_with_an_explicitly_classic_sidecar_warns_on_the_cronjob(e2e: E2E) -> None:

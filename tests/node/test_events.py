@@ -87,7 +87,7 @@ def test_an_injected_deployment_shows_injected(cluster: Cluster) -> None:
     _created(cluster, ns, "api", 2)
     [event] = _events(cluster, ns, "Deployment", "api", [("Normal", "Injected", 2)])
     assert event["note"].startswith("injected policy log-shipper (version ")
-    assert event["note"].endswith("; containers added: log-shipper")
+    assert event["note"].endswith("; containers: log-shipper")
     described = cluster.kubectl.run("describe", f"--namespace={ns}", "deployment/api").stdout
     assert re.search(r"Normal\s+Injected\s", described[described.index("Events:") :]), described
 
