@@ -285,6 +285,8 @@ class WorkloadEvents:
         result = verdict.result
         if result is None or request.operation != "CREATE" or request.sub_resource or request.object is None:
             return
+        if request.dry_run:  # `--dry-run=server`: no pod will exist, nothing happened to the workload
+            return
         if not worth_telling(result, self.level):
             return
         try:

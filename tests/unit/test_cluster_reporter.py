@@ -281,6 +281,20 @@ def test_pending_counts_are_bounded() -> None:
     assert _sample(events, "podgraft_events_dropped_total", cause="overflow") == 1
 
 
+def test_a_dry_run_tells_nothing() -> None:
+    events = _reporter(FakeEventsAPI())
+    review = make_review(_replica(), namespace=NS)
+    review["request"]["dryRun"] = True
+    request = parse_review(orjson.dumps(review))
+    verdict = DecisionCache().decide(
+        request, policies=_store().current(), config=EngineConfig(), namespace_labels=None
+    )
+    assert verdict.result is not None
+    assert verdict.result.warnings
+    events.observe(request, verdict)
+    assert events.queue.empty()
+
+
 def test_nothing_is_queued_for_pods_with_nothing_to_tell() -> None:
     events = _reporter(FakeEventsAPI(), level="warnings")
     _admit(events, [_replica(conflict=False)])  # injected, no warning: not worth a Warning Event
