@@ -15,6 +15,7 @@ Events' writer thread calls it, never the admission path.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -29,7 +30,10 @@ CACHE_SIZE = 4096  # entries, like client-go's event cache (maxLruCacheEntries)
 TTL_SECONDS = 300.0  # an owner found; ownership rarely changes, and each entry names the owner's UID
 FALLBACK_TTL_SECONDS = 30.0  # the ReplicaSet or Job is gone or may not be read: it is the workload
 HTTP_SERVER_ERRORS = 500
+HTTP_NOT_FOUND = 404
 HTTP_TOO_MANY = 429
+
+log = logging.getLogger("podgraft.events")
 
 Workload = tuple[ObjectRef, ObjectRef | None]  # (regarding, related)
 Getter = Callable[[ObjectRef], Mapping[str, Any]]  # GET the object `ref` names (raw JSON); raises on errors
@@ -102,7 +106,13 @@ class OwnerCache:
             status = api_status(exc)
             if status is None or status >= HTTP_SERVER_ERRORS or status == HTTP_TOO_MANY:
                 raise OwnerUnavailable(str(exc)[:200]) from exc
-            self.refused[ref.kind] = f"HTTP {status}"
+            why = f"HTTP {status}"
+            if status != HTTP_NOT_FOUND and self.refused.get(ref.kind) != why:
+                log.warning(
+                    f"cannot get {ref.kind}s ({why}): their pods' Events go on the {ref.kind} itself; "
+                    f"grant get on {ref.kind.lower()}s (the chart's ClusterRole for Events does)"
+                )
+            self.refused[ref.kind] = why
             return (ref, None), self.fallback_ttl
         metadata = as_mapping(obj.get("metadata"))
         if ref.uid and metadata.get("uid") != ref.uid:  # a new object of the same name: not the pod's owner

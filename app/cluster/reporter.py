@@ -31,6 +31,7 @@ from app.cluster.client import api_status, describe
 from app.cluster.events import ObjectRef, event_name, new_event, series_patch
 from app.cluster.outcomes import Level, Note, notes, worth_telling
 from app.cluster.owners import (
+    HTTP_NOT_FOUND,
     HTTP_SERVER_ERRORS,
     HTTP_TOO_MANY,
     OwnerCache,
@@ -48,7 +49,6 @@ QUEUE_SIZE = 1000  # admitted pods waiting for the drain task (client-go's maxQu
 MAX_PENDING = 1000  # distinct (controller, note) counts waiting for a flush
 MAX_TRIES = 12  # writes (or owner lookups) of one count before it is dropped (client-go's maxTriesPerEvent)
 DRAIN_SLICE = 64  # items drained before the drain task yields to the event loop
-HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
 
 Item = tuple[
