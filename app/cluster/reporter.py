@@ -48,12 +48,10 @@ log = logging.getLogger("podgraft.events")
 QUEUE_SIZE = 1000  # admitted pods waiting for the drain task (client-go's maxQueuedEvents)
 MAX_PENDING = 1000  # distinct (controller, note) counts waiting for a flush
 MAX_TRIES = 12  # writes (or owner lookups) of one count before it is dropped (client-go's maxTriesPerEvent)
-DRAIN_SLICE = 64  # items drained before the drain task yields to the event loop
 HTTP_CONFLICT = 409
 
-Item = tuple[
-    str, Mapping[str, Any], InjectionResult
-]  # (namespace, pod as submitted, what admission made of it)
+# (namespace, pod as submitted, what admission made of it)
+Item = tuple[str, Mapping[str, Any], InjectionResult]
 PendingKey = tuple[ObjectRef, Note]  # (the pod's controller, what to tell)
 
 
@@ -300,15 +298,15 @@ class WorkloadEvents:
         flusher = asyncio.create_task(self._flush_loop(thread))
         try:
             while True:
-                for _ in range(DRAIN_SLICE):
-                    item = await self.queue.get()
+                # Each turn takes what is queued now (a few microseconds each): under load one turn of
+                # the event loop completes many admissions, and the drain must keep up with all of them.
+                items = [await self.queue.get()]
+                items += [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+                for item in items:
                     try:
                         self.absorb(item)
                     except Exception:  # a bug: lose this pod's Events, not the drain task
                         log.exception("counting a pod's Events failed")
-                    if self.queue.empty():
-                        break
-                await asyncio.sleep(0)  # a long queue never holds the loop for long
         finally:
             flusher.cancel()
             thread.stop()

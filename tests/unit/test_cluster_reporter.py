@@ -413,6 +413,29 @@ def test_a_hung_api_fills_the_queue_only_as_far_as_its_bound_and_the_drain_keeps
     assert _sample(events, "podgraft_events_dropped_total", cause="queue_full") == 0
 
 
+def test_the_drain_keeps_up_when_one_turn_of_the_loop_completes_many_admissions() -> None:
+    """Under load, one turn of the event loop finishes hundreds of requests: the drain's next turn
+    must take them all, or the queue fills although the drain task runs."""
+    events = _reporter(FakeEventsAPI(), flush_seconds=60, queue_size=1000)
+    pods = [_replica() for _ in range(900)]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(events.run())
+        await asyncio.sleep(0)  # the drain waits on the queue
+        _admit(events, pods)  # one loop turn's worth of admissions
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the drain
+        _admit(events, pods)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert _sample(events, "podgraft_events_dropped_total", cause="queue_full") == 0
+    assert sum(p.count for p in events.pending.values()) == 1800
+
+
 def test_the_writer_thread_is_a_daemon_so_a_hung_call_never_holds_up_the_exit() -> None:
     api = FakeEventsAPI(_objects(("web-7d9f8c6b5", RS_UID, "web")))
     api.gate.clear()
