@@ -297,7 +297,8 @@ def create_app(
 ) -> FastAPI:
     """Build the app. Tests inject settings, a pre-filled store, sources, a certificate reloader, the
     metrics and an admission observer (which counts into these metrics)."""
-    metrics = metrics or Metrics()
+    if metrics is None:
+        metrics = Metrics()
     if store is None:
         store = PolicyStore(max_bytes=settings.max_policy_bytes, on_change=metrics.policy_set_changed)
     rt = Runtime(

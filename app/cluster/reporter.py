@@ -279,18 +279,20 @@ class WorkloadEvents:
         self._last: tuple[InjectionResult, str, ObjectRef | None, list[Note]] | None = None
 
     def observe(self, request: AdmissionRequest, verdict: Verdict) -> None:
-        """On the admission path: O(1), never blocks, never raises."""
+        """On the admission path: O(1), never blocks, never raises (a bug here loses Events, never
+        an admission)."""
         result = verdict.result
         if result is None or request.operation != "CREATE" or request.sub_resource or request.object is None:
             return
         if request.dry_run:  # `--dry-run=server`: no pod will exist, nothing happened to the workload
             return
-        if not worth_telling(result, self.level):
-            return
         try:
-            self.queue.put_nowait((request_namespace(request), request.object, result))
+            if worth_telling(result, self.level):
+                self.queue.put_nowait((request_namespace(request), request.object, result))
         except asyncio.QueueFull:
             self._dropped.inc()
+        except Exception:
+            log.exception("queueing a pod's Events failed")
 
     async def run(self) -> None:
         """Drain the queue and flush the counts until cancelled."""
