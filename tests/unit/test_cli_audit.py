@@ -7,7 +7,8 @@ import json
 import orjson
 import pytest
 
-from app.cli.audit import _file_objects, _json_objects, _owners_from_file
+from app.cli.audit import _scan
+from app.cli.files import Source, json_objects
 
 LIST = {
     "apiVersion": "v1",
@@ -36,14 +37,14 @@ LIST = {
 @pytest.mark.parametrize("indent", [None, 4], ids=["compact", "kubectl-indented"])
 def test_a_json_list_is_read_item_by_item_as_the_whole_parse_would(indent: int | None) -> None:
     text = json.dumps(LIST, indent=indent)
-    assert list(_json_objects(text)) == LIST["items"]
+    assert list(json_objects(text)) == LIST["items"]
     assert list(_file_objects(text)) == [item for item in LIST["items"] if isinstance(item, dict)]
 
 
 def test_a_json_object_that_is_no_list_is_one_object_and_yaml_works_too() -> None:
     pod = {"kind": "Pod", "metadata": {"name": "p", "namespace": "a"}, "spec": {"items": "not a list"}}
-    assert list(_json_objects(json.dumps(pod))) == [pod]
-    assert list(_json_objects(orjson.dumps([1, 2]).decode())) == [[1, 2]]
+    assert list(json_objects(json.dumps(pod))) == [pod]
+    assert list(json_objects(orjson.dumps([1, 2]).decode())) == [[1, 2]]
     yaml_text = "kind: Pod\nmetadata: {name: p}\n---\nkind: List\nitems: [{kind: Pod, metadata: {name: q}}]\n"
     assert [o["metadata"]["name"] for o in _file_objects(yaml_text)] == ["p", "q"]
 
@@ -58,4 +59,4 @@ def test_owners_and_namespace_labels_come_from_a_first_pass() -> None:
 @pytest.mark.parametrize("text", ['{"items": [{"a": 1}, ', '{"items": [1 2]}', '{"a" 1}', "{"], ids=str)
 def test_broken_json_is_an_error_not_a_hang(text: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (json's own message names the position)
-        list(_json_objects(text))
+        list(json_objects(text))
