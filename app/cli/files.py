@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Generator, Iterable, Iterator
+import types
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +38,161 @@ class FileError(ValueError):
     """A file that cannot be read or parsed; the message names it (and the line, for a parse error)."""
 
 
-class _UnsharedLoader(_Loader):  # type: ignore[misc,valid-type]
-    """The safe loader, but an alias constructs a new copy of its anchor's node instead of returning
-    the object already built for it (PyYAML's default, which shares one object between both places)."""
+_MAP_TAG, _SEQ_TAG, _STR_TAG = (f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str"))
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PENDING = object()  # an anchor whose collection is still being built (an alias to it is recursive)
+_NO_KEY = object()
+_MERGE = object()  # the merge key `<<`
 
-    copies = 0
 
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        if node in self.constructed_objects:
-            self.copies += 1
-            if self.copies > MAX_ALIAS_COPIES:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"YAML aliases expand to more than {MAX_ALIAS_COPIES:,} copied nodes",
-                    node.start_mark,
-                )
-            del self.constructed_objects[node]
-        return super().construct_object(node, deep)
+class _Collection:
+    """A mapping or sequence being built from its events."""
 
-    def construct_document(self, node: yaml.Node) -> Any:
+    __slots__ = ("anchor", "key", "mark", "merges", "stream", "value")
+
+    def __init__(self, value: dict[Any, Any] | list[Any], anchor: str | None, mark: Any) -> None:
+        self.value = value
+        self.anchor = anchor
+        self.mark = mark
+        self.key: Any = _NO_KEY
+        self.merges: list[dict[Any, Any]] = []
+        self.stream = False  # a List's `items`: each item is yielded instead of kept
+
+    def finish(self) -> Any:
+        if not self.merges:
+            return self.value
+        merged: dict[Any, Any] = {}
+        for mapping in self.merges:
+            merged.update(mapping)
+        merged.update(self.value)
+        return merged
+
+
+class _Builder:
+    """Python objects straight from the parser's events (libyaml's, when present), with the safe
+    loader's meaning of every scalar, tag and merge key, but no node graph: a List's items can be
+    yielded one at a time, and an alias is a copy of its anchor's object, never the same object."""
+
+    def __init__(self, text: str) -> None:
+        self.loader: Any = _Loader(text)
+        self.tags: dict[tuple[str, Any], str] = {}  # the resolver's answer, per plain scalar
+        self.anchors: dict[str, Any] = {}
         self.copies = 0
-        return super().construct_document(node)
+
+    def error(self, problem: str, mark: Any) -> yaml.constructor.ConstructorError:
+        return yaml.constructor.ConstructorError(None, None, problem, mark)
+
+    def scalar(self, event: Any) -> Any:
+        tag, value = event.tag, event.value
+        if tag is None or tag == "!":
+            key = (value, event.implicit)
+            tag = self.tags.get(key)
+            if tag is None:
+                tag = self.tags[key] = self.loader.resolve(yaml.ScalarNode, value, event.implicit)
+        if tag == _STR_TAG:
+            return value
+        if tag == _MERGE_TAG:
+            return _MERGE
+        constructors = self.loader.yaml_constructors
+        constructor = constructors.get(tag, constructors[None])
+        node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+        data = constructor(self.loader, node)
+        if isinstance(data, types.GeneratorType):
+            raise self.error(f"the tag {tag!r} is not for a scalar", event.start_mark)
+        return data
+
+    def copy(self, value: Any, mark: Any) -> Any:
+        """A copy of an anchor's object for one of its aliases (at most MAX_ALIAS_COPIES nodes)."""
+        self.copies += 1
+        if self.copies > MAX_ALIAS_COPIES:
+            raise self.error(f"YAML aliases expand to more than {MAX_ALIAS_COPIES:,} copied nodes", mark)
+        if type(value) is dict:
+            return {k: self.copy(v, mark) for k, v in value.items()}
+        if type(value) is list:
+            return [self.copy(v, mark) for v in value]
+        return value  # a scalar: immutable (or a datetime, bytes: never edited)
+
+    def collection(self, event: Any, value: dict[Any, Any] | list[Any]) -> _Collection:
+        if event.tag not in (None, "!", _MAP_TAG if type(value) is dict else _SEQ_TAG):
+            raise self.error(f"could not determine a constructor for the tag {event.tag!r}", event.start_mark)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = _PENDING
+        return _Collection(value, event.anchor, event.start_mark)
+
+    def documents(self, *, stream_items: bool) -> Iterator[Any]:
+        """Every document (None for an empty one); with `stream_items`, a top-level mapping's
+        `items` (a List's) one by one in its place, and then not the mapping."""
+        get = self.loader.get_event
+        try:
+            get()  # StreamStartEvent
+            while not isinstance(get(), yaml.StreamEndEvent):  # DocumentStartEvent
+                self.anchors, self.copies = {}, 0
+                yield from self.document(stream_items=stream_items)
+                get()  # DocumentEndEvent
+        finally:
+            self.loader.dispose()
+
+    def document(self, *, stream_items: bool) -> Iterator[Any]:
+        get = self.loader.get_event
+        stack: list[_Collection] = []
+        streamed = False
+        while True:
+            event = get()
+            kind = type(event)
+            if kind is yaml.ScalarEvent:
+                value = self.scalar(event)
+                if event.anchor is not None:
+                    self.anchors[event.anchor] = value
+            elif kind is yaml.MappingStartEvent:
+                stack.append(self.collection(event, {}))
+                continue
+            elif kind is yaml.SequenceStartEvent:
+                stack.append(self.collection(event, []))
+                if stream_items and len(stack) == 2 and stack[0].key == "items":
+                    stack[-1].stream = streamed = True
+                continue
+            elif kind is yaml.AliasEvent:
+                anchored = self.anchors.get(event.anchor, _NO_KEY)
+                if anchored is _NO_KEY or anchored is _PENDING:
+                    what = "undefined" if anchored is _NO_KEY else "recursive"
+                    raise self.error(f"found {what} alias {event.anchor!r}", event.start_mark)
+                value = self.copy(anchored, event.start_mark)
+            else:  # MappingEndEvent, SequenceEndEvent
+                done = stack.pop()
+                value = done.finish()
+                if done.anchor is not None:
+                    self.anchors[done.anchor] = value
+            if not stack:
+                if not streamed:
+                    yield value
+                return
+            parent = stack[-1]
+            if value is _MERGE and not (type(parent.value) is dict and parent.key is _NO_KEY):
+                raise self.error("a merge (<<) can only be a mapping's key", event.start_mark)
+            if type(parent.value) is list:
+                if parent.stream:
+                    yield value
+                else:
+                    parent.value.append(value)
+            elif parent.key is _NO_KEY:
+                if type(value) is dict or type(value) is list:
+                    raise self.error("found an unhashable key (a mapping or a sequence)", event.start_mark)
+                parent.key = value
+            else:
+                if parent.key is _MERGE:
+                    parent.merges += self.merge(value, parent.mark)
+                else:
+                    parent.value[parent.key] = value
+                parent.key = _NO_KEY
+
+    def merge(self, value: Any, mark: Any) -> list[dict[Any, Any]]:
+        """The mappings a merge key (`<<: *base`) brings, in the order they apply (the first of a
+        sequence wins, as with the safe loader)."""
+        if type(value) is dict:
+            return [value]
+        if type(value) is list and all(type(v) is dict for v in value):
+            return list(reversed(value))
+        raise self.error("expected a mapping or a list of mappings for merging", mark)
 
 
 def _yaml_error(name: str, exc: yaml.YAMLError) -> FileError:
@@ -172,9 +306,9 @@ def _read_bytes(source: str) -> bytes | str:
 
 
 class Source:
-    """One file's text (`-`: stdin), read once; its documents or objects parsed on demand.
-
-    `name` is how messages call it. Reading raises `FileError` (no such file, not UTF-8)."""
+    """One file's text (`-`: stdin), read once; its documents (`documents()`) or its objects
+    (`objects()`, streamed) parsed once, and the text then dropped. `name` is how messages call it.
+    Reading raises `FileError` (no such file, not UTF-8), and so does parsing (with the line)."""
 
     def __init__(self, source: str) -> None:
         self.name = "<stdin>" if source == "-" else source
@@ -193,55 +327,63 @@ class Source:
                     f"{self.name}: not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line}"
                 ) from None
         self.json = self.text.lstrip()[:1] in ("{", "[")
-        self._documents: list[Any] | None = None
+
+    def _take(self) -> str:
+        text, self.text = self.text, ""  # a 100 MB dump: its text is not kept beside its objects
+        return text
 
     def documents(self) -> list[Any]:
         """Every document, in order (a JSON text holds one, or several one after another; empty YAML
-        documents are skipped). Parsed on the first call, kept for the next."""
-        if self._documents is None:
-            self._documents = self._parse()
-            self.text = ""  # a 20 MB dump: its text is not kept beside its objects
-        return self._documents
-
-    def _parse(self) -> list[Any]:
+        documents are left out)."""
+        text = self._take()
         json_error: ValueError | None = None
         if self.json:
             try:
-                return [orjson.loads(self.text)]
+                return [orjson.loads(text)]
             except orjson.JSONDecodeError:
                 try:  # several values one after another (`cat a.json b.json`)?
-                    return list(_json_values(self.text))
+                    return list(_json_values(text))
                 except json.JSONDecodeError as exc:  # or YAML flow style (`{kind: Pod}`)
                     json_error = exc
                 except RecursionError:
                     raise FileError(f"{self.name}: not valid JSON: {NESTED}") from None
         try:
-            return [d for d in yaml.load_all(self.text, Loader=_UnsharedLoader) if d is not None]
+            return [d for d in _Builder(text).documents(stream_items=False) if d is not None]
         except yaml.YAMLError as exc:
             raise _json_error(self.name, json_error) if json_error else _yaml_error(self.name, exc) from None
         except RecursionError:
             raise FileError(f"{self.name}: not valid YAML: {NESTED}") from None
 
     def objects(self) -> Iterator[dict[str, Any]]:
-        """Every object, a List's items in its place; a JSON List decoded one item at a time on
-        every call (nothing is kept), YAML parsed once. Documents that are no objects are left out."""
-        streamed = self.json and self._documents is None
-        documents: Iterable[Any] = self._json_stream() if streamed else self.documents()
-        for document in documents:
+        """Every object, a List's items in its place, each as soon as it is read (the List is never
+        held whole); documents that are no objects are left out."""
+        text = self._take()
+        for document in self._json_stream(text) if self.json else self._yaml_stream(text):
             if is_list(document):
                 yield from (item for item in document["items"] if isinstance(item, dict))
             elif isinstance(document, dict):
                 yield document
 
-    def _json_stream(self) -> Iterator[Any]:
+    def _yaml_stream(self, text: str) -> Iterator[Any]:
+        try:
+            yield from (d for d in _Builder(text).documents(stream_items=True) if d is not None)
+        except yaml.YAMLError as exc:
+            raise _yaml_error(self.name, exc) from None
+        except RecursionError:
+            raise FileError(f"{self.name}: not valid YAML: {NESTED}") from None
+
+    def _json_stream(self, text: str) -> Iterator[Any]:
         yielded = False
         try:
-            for value in json_objects(self.text):
+            for value in json_objects(text):
                 yielded = True
                 yield value
         except json.JSONDecodeError as exc:
             if yielded:
                 raise _json_error(self.name, exc) from None
-            yield from self.documents()  # YAML flow style, or the error of both parsers
+            try:  # YAML flow style?
+                yield from self._yaml_stream(text)
+            except FileError:
+                raise _json_error(self.name, exc) from None
         except RecursionError:
             raise FileError(f"{self.name}: not valid JSON: {NESTED}") from None
