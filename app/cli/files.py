@@ -37,6 +37,16 @@ WITH_LIBYAML = _Loader is not yaml.SafeLoader
 class FileError(ValueError):
     """A file that cannot be read or parsed; the message names it (and the line, for a parse error)."""
 
+    def __init__(self, message: str, where: tuple[int, int] = (0, 0)) -> None:
+        super().__init__(message)
+        self.where = where  # (line, column) of a parse error
+
+
+def _likelier(json_error: FileError, yaml_error: FileError) -> FileError:
+    """Of a text that starts like JSON and is neither JSON nor YAML, the error that tells more: the
+    JSON parser's, unless it failed at once (`{kind: Pod, ...`, `[a]: 1` are YAML's flow style)."""
+    return yaml_error if json_error.where <= (1, 2) else json_error
+
 
 _MAP_TAG, _SEQ_TAG, _STR_TAG = (f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str"))
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -200,13 +210,15 @@ def _yaml_error(name: str, exc: yaml.YAMLError) -> FileError:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         what = ", ".join(part for part in (exc.context, exc.problem) if part)
-        return FileError(f"{name}: not valid YAML: {where}{what}")
+        position = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        return FileError(f"{name}: not valid YAML: {where}{what}", position)
     return FileError(f"{name}: not valid YAML: {str(exc).splitlines()[0] if str(exc) else exc!r}")
 
 
 def _json_error(name: str, exc: ValueError) -> FileError:
     if isinstance(exc, json.JSONDecodeError):
-        return FileError(f"{name}: not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}")
+        message = f"{name}: not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        return FileError(message, (exc.lineno, exc.colno))
     return FileError(f"{name}: not valid JSON: {exc}")
 
 
@@ -336,7 +348,7 @@ class Source:
         """Every document, in order (a JSON text holds one, or several one after another; empty YAML
         documents are left out)."""
         text = self._take()
-        json_error: ValueError | None = None
+        json_error: FileError | None = None
         if self.json:
             try:
                 return [orjson.loads(text)]
@@ -344,13 +356,14 @@ class Source:
                 try:  # several values one after another (`cat a.json b.json`)?
                     return list(_json_values(text))
                 except json.JSONDecodeError as exc:  # or YAML flow style (`{kind: Pod}`)
-                    json_error = exc
+                    json_error = _json_error(self.name, exc)
                 except RecursionError:
                     raise FileError(f"{self.name}: not valid JSON: {NESTED}") from None
         try:
             return [d for d in _Builder(text).documents(stream_items=False) if d is not None]
         except yaml.YAMLError as exc:
-            raise _json_error(self.name, json_error) if json_error else _yaml_error(self.name, exc) from None
+            error = _yaml_error(self.name, exc)
+            raise (_likelier(json_error, error) if json_error else error) from None
         except RecursionError:
             raise FileError(f"{self.name}: not valid YAML: {NESTED}") from None
 
@@ -383,7 +396,7 @@ class Source:
                 raise _json_error(self.name, exc) from None
             try:  # YAML flow style?
                 yield from self._yaml_stream(text)
-            except FileError:
-                raise _json_error(self.name, exc) from None
+            except FileError as error:
+                raise _likelier(_json_error(self.name, exc), error) from None
         except RecursionError:
             raise FileError(f"{self.name}: not valid JSON: {NESTED}") from None
