@@ -172,10 +172,14 @@ def restart_plan(pods: Sequence[AuditedPod]) -> str:
     )
     if not behind:
         return "\n".join(["# nothing is stale or missing: nothing to restart", *not_judged]) + "\n"
-    lines = [
-        f"# {len(rollouts)} workload(s) to restart, one at a time: each command waits for its rollout,",
-        "# so PodDisruptionBudgets and maxUnavailable are respected. Podgraft runs none of them.",
-    ]
+    lines = (
+        [
+            f"# {len(rollouts)} workload(s) to restart, one at a time: each command waits for its rollout,",
+            "# so PodDisruptionBudgets and maxUnavailable are respected. Podgraft runs none of them.",
+        ]
+        if rollouts
+        else ["# no workload known to restart with a rollout"]
+    )
     for owner in rollouts:
         target = f"-n {owner.namespace} {owner.ref()}"
         lines.append(
