@@ -68,6 +68,7 @@ spec:
       command: ["sh", "-c", "until nc -z postgres 5432; do sleep 1; done"]
 """
 LIVE_TAG, OLD_TAG = "3.2.0", "3.1.9"
+OPTED_IN = {"podgraft.io/injection": "enabled"}
 
 
 def policy_set(tag: str, directory: Path | None = None) -> Any:
@@ -311,7 +312,8 @@ def census_memory(objects: list[dict[str, Any]], live: Any) -> dict[str, Any]:
         {
             p["metadata"]["uid"]: item
             for p in pods
-            if (item := record(audit_pod(p, namespace_labels=None, policies=live, config=config))) is not None
+            if (item := record(audit_pod(p, namespace_labels=OPTED_IN, policies=live, config=config)))
+            is not None
         }
     )
     seconds = time.perf_counter() - started

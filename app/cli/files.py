@@ -16,6 +16,7 @@ command that reads manifests (policy ConfigMaps, for one).
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import sys
@@ -83,7 +84,7 @@ class _Builder:
     loader's meaning of every scalar, tag and merge key, but no node graph: a List's items can be
     yielded one at a time, and an alias is a copy of its anchor's object, never the same object."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str | bytes) -> None:
         self.loader: Any = _Loader(text)
         self.tags: dict[tuple[str, Any], str] = {}  # the resolver's answer, per plain scalar
         self.anchors: dict[str, Any] = {}
@@ -310,17 +311,33 @@ def is_list(document: Any) -> bool:
 # --- a file ---------------------------------------------------------------------------------------
 
 
-def _read_bytes(source: str) -> bytes | str:
+def _read_bytes(source: str) -> bytes:
     if source != "-":
         return Path(source).read_bytes()
     stream = getattr(sys.stdin, "buffer", None)
-    return stream.read() if stream is not None else sys.stdin.read()
+    return stream.read() if stream is not None else sys.stdin.read().encode()
+
+
+def _check_utf8(name: str, data: bytes) -> None:
+    """Raise `FileError` naming the first byte that is not UTF-8, and its line (1 MiB at a time: no
+    decoded copy of a big file is made just to check it)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    step = 1 << 20
+    for at in range(0, len(data) or 1, step):
+        try:
+            decoder.decode(view[at : at + step], final=at + step >= len(data))
+        except UnicodeDecodeError as exc:
+            bad = at + exc.start
+            line = data.count(b"\n", 0, bad) + 1
+            raise FileError(f"{name}: not UTF-8 text: byte 0x{data[bad]:02x} on line {line}") from None
 
 
 class Source:
-    """One file's text (`-`: stdin), read once; its documents (`documents()`) or its objects
-    (`objects()`, streamed) parsed once, and the text then dropped. `name` is how messages call it.
-    Reading raises `FileError` (no such file, not UTF-8), and so does parsing (with the line)."""
+    """One file (`-`: stdin), read once; its documents (`documents()`) or its objects (`objects()`,
+    streamed) parsed once, and its bytes then dropped. `name` is how messages call it. Reading raises
+    `FileError` (no such file, not UTF-8), and so does parsing (with the line). YAML is parsed from
+    the bytes as read; JSON, which Python's streaming decoder reads from text, is decoded first."""
 
     def __init__(self, source: str) -> None:
         self.name = "<stdin>" if source == "-" else source
@@ -328,39 +345,33 @@ class Source:
             data = _read_bytes(source)
         except OSError as exc:
             raise FileError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
-        if isinstance(data, str):
-            self.text = data
-        else:
-            try:
-                self.text = data.decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                line = data.count(b"\n", 0, exc.start) + 1
-                raise FileError(
-                    f"{self.name}: not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line}"
-                ) from None
-        self.json = self.text.lstrip()[:1] in ("{", "[")
+        _check_utf8(self.name, data)
+        if data.startswith(codecs.BOM_UTF8):
+            data = data[len(codecs.BOM_UTF8) :]
+        self.data = data
+        self.json = data[:4096].lstrip()[:1] in (b"{", b"[")  # (a longer indent is no JSON dump)
 
-    def _take(self) -> str:
-        text, self.text = self.text, ""  # a 100 MB dump: its text is not kept beside its objects
-        return text
+    def _take(self) -> bytes:
+        data, self.data = self.data, b""  # a 100 MB dump: its bytes are not kept beside its objects
+        return data
 
     def documents(self) -> list[Any]:
         """Every document, in order (a JSON text holds one, or several one after another; empty YAML
         documents are left out)."""
-        text = self._take()
+        data = self._take()
         json_error: FileError | None = None
         if self.json:
             try:
-                return [orjson.loads(text)]
+                return [orjson.loads(data)]
             except orjson.JSONDecodeError:
                 try:  # several values one after another (`cat a.json b.json`)?
-                    return list(_json_values(text))
+                    return list(_json_values(data.decode()))
                 except json.JSONDecodeError as exc:  # or YAML flow style (`{kind: Pod}`)
                     json_error = _json_error(self.name, exc)
                 except RecursionError:
                     raise FileError(f"{self.name}: not valid JSON: {NESTED}") from None
         try:
-            return [d for d in _Builder(text).documents(stream_items=False) if d is not None]
+            return [d for d in _Builder(data).documents(stream_items=False) if d is not None]
         except yaml.YAMLError as exc:
             error = _yaml_error(self.name, exc)
             raise (_likelier(json_error, error) if json_error else error) from None
@@ -370,14 +381,14 @@ class Source:
     def objects(self) -> Iterator[dict[str, Any]]:
         """Every object, a List's items in its place, each as soon as it is read (the List is never
         held whole); documents that are no objects are left out."""
-        text = self._take()
-        for document in self._json_stream(text) if self.json else self._yaml_stream(text):
+        documents = self._json_stream(self._take().decode()) if self.json else self._yaml_stream(self._take())
+        for document in documents:
             if is_list(document):
                 yield from (item for item in document["items"] if isinstance(item, dict))
             elif isinstance(document, dict):
                 yield document
 
-    def _yaml_stream(self, text: str) -> Iterator[Any]:
+    def _yaml_stream(self, text: str | bytes) -> Iterator[Any]:
         try:
             yield from (d for d in _Builder(text).documents(stream_items=True) if d is not None)
         except yaml.YAMLError as exc:
