@@ -27,15 +27,19 @@ LIVE = policy_set(SHIPPER, TEAM_A)
 
 
 def asking(value: str) -> dict[str, Any]:
-    found = pod("web-1", annotations={"podgraft.io/inject": value})
-    found["metadata"]["namespace"] = "shop"
-    return found
+    return {
+        **pod("web-1", annotations={"podgraft.io/inject": value}),
+        "metadata": {"name": "web-1", "namespace": "shop", "annotations": {"podgraft.io/inject": value}},
+    }
 
 
 def injected(item: dict[str, Any], policies: PolicySet) -> dict[str, Any]:
-    result = inject_pod(item, namespace="shop", namespace_labels=OPTED_IN, policies=policies, config=CONFIG)
-    assert result.mutated is not None, result.warnings
-    return copy.deepcopy(dict(result.mutated))
+    """`item` as the webhook stores it in an opted-in namespace of team a."""
+    mutated = inject_pod(
+        item, namespace="shop", namespace_labels=OPTED_IN, policies=policies, config=CONFIG
+    ).mutated
+    assert mutated is not None
+    return copy.deepcopy(dict(mutated))
 
 
 def states(item: dict[str, Any], labels: dict[str, str] | None, policies: PolicySet = LIVE) -> dict[str, str]:
