@@ -45,16 +45,14 @@ def injected(subject: dict[str, Any], policies: PolicySet = EXAMPLES) -> dict[st
 
 def test_a_pod_without_the_injection_lists_what_is_missing() -> None:
     subject = pod(annotations=dict(WEB))
-    assert state(subject, "log-shipper") == InjectionState(
-        "log-shipper",
-        False,
-        missing=(
-            "volume 'app-logs'",
-            "container 'log-shipper'",
-            "mount '/var/log/app' in container 'app'",
-            "env 'LOG_DIR' in container 'app'",
-            "annotation 'logging.example.com/shipper'",
-        ),
+    found = state(subject, "log-shipper")
+    assert (found.current, found.conflicts) == (False, ())
+    assert found.missing == (
+        "volume 'app-logs'",
+        "container 'log-shipper'",
+        "mount '/var/log/app' in container 'app'",
+        "env 'LOG_DIR' in container 'app'",
+        "annotation 'logging.example.com/shipper'",
     )
 
 
@@ -214,7 +212,14 @@ def test_the_status_value_written_is_what_a_second_pass_reads() -> None:
     hashes = {
         name: EXAMPLES.by_name[name].content_hash for name in ("log-shipper", "mesh-proxy", "wait-for-db")
     }
-    assert status == status_value(hashes, ["log-shipper", "mesh-proxy", "wait-for-db"])
+    # what the templates read that can change after admission: mesh-proxy reads pod.name and the
+    # label app, wait-for-db an annotation (the pod has neither: null), log-shipper matches on one
+    inputs = {
+        "name": "app",
+        "labels": {"app": None},
+        "annotations": {"logging.example.com/ship": "true", "wait-for-db.podgraft.io/host": None},
+    }
+    assert status == status_value(hashes, ["log-shipper", "mesh-proxy", "wait-for-db"], inputs)
 
 
 # --- after the ServiceAccount admission plugin ----------------------------------------------------
