@@ -7,9 +7,10 @@ Templates may read the pod's `name`, `generateName`, `namespace`, `labels`, `ann
 label|annotate` change labels and annotations. The namespace and the service account never change.
 
 - `template_reads` finds, once when a policy is compiled, which of the changing values its templates
-  read (and `match_reads` the keys its `match` rules read): `pod.name`, `pod.generateName`; for a map, the keys read by name (`pod.labels.app`,
+  read: `pod.name`, `pod.generateName`; for a map, the keys read by name (`pod.labels.app`,
   `pod.labels['app']`, `pod.labels.get('app', ...)`, `pod.labels.app is defined`), or all of it when
-  it is used any other way (`pod.labels | length`, `pod.labels[params.key]`, `'x' in pod.labels`).
+  it is used any other way (`pod.labels | length`, `pod.labels[params.key]`, `'x' in pod.labels`);
+  `match_reads` adds the keys its `match` rules read.
 - `admission_inputs` records those values, as the pod had them at admission, in the status
   annotation (`inputs`); `admission_view` rebuilds from them the pod the templates saw, so that the
   audit can render a live policy for the pod as it was admitted. The inputs only say which values to
