@@ -220,6 +220,12 @@ def _settle(
             f"{policy.content_hash}; updated to the live one"
         )
         return "updated"
+    if any(edit.replaces for edit in plan.edits):  # e.g. reinvoked after a later webhook changed a label
+        outcome.warnings.append(
+            f"podgraft: policy {name!r}: the pod holds it rendered for other values of the pod (a label "
+            "or annotation its templates read changed since); rendered again"
+        )
+        return "updated"
     outcome.warnings.append(
         f"podgraft: policy {name!r}: {status_key} lists it, but the pod does not contain it; injected"
     )

@@ -243,3 +243,24 @@ def test_the_status_annotation_is_never_a_template_input() -> None:
     stored = copy.deepcopy(dict(first.mutated))
     stored["metadata"]["namespace"] = "shop"
     assert only(audit(stored, policies)) == ("current", "")
+
+
+def test_reinvoked_after_a_later_webhook_changed_a_label_it_reads_renders_again() -> None:
+    """Another webhook, called after Podgraft, adds a label a template reads; the apiserver calls
+    Podgraft again (IfNeeded): the helper is rendered for the new value, the status records it."""
+    first = inject_pod(
+        controller_pod(), namespace="shop", namespace_labels=OPTED_IN, policies=LIVE, config=CONFIG
+    )
+    assert first.mutated is not None
+    relabelled = copy.deepcopy(dict(first.mutated))
+    relabelled["metadata"]["labels"]["app"] = "web-canary"
+    again = inject_pod(relabelled, namespace="shop", namespace_labels=OPTED_IN, policies=LIVE, config=CONFIG)
+    assert again.warnings == (
+        "podgraft: policy 'reader': the pod holds it rendered for other values of the pod (a label or "
+        "annotation its templates read changed since); rendered again",
+    )
+    assert again.mutated is not None
+    stored = copy.deepcopy(dict(again.mutated))
+    assert json.loads(stored["metadata"]["annotations"][STATUS])["inputs"]["labels"]["app"] == "web-canary"
+    stored["metadata"]["name"] = "web-7d9f8-bcdfg"
+    assert only(audit(stored)) == ("current", "")

@@ -212,10 +212,9 @@ def test_the_status_value_written_is_what_a_second_pass_reads() -> None:
     hashes = {
         name: EXAMPLES.by_name[name].content_hash for name in ("log-shipper", "mesh-proxy", "wait-for-db")
     }
-    # what the templates read that can change after admission: mesh-proxy reads pod.name and the
-    # label app, wait-for-db an annotation (the pod has neither: null), log-shipper matches on one
+    # what the templates read that can change after admission: mesh-proxy reads the label app,
+    # wait-for-db an annotation (the pod has neither: null), log-shipper matches on one
     inputs = {
-        "name": "app",
         "labels": {"app": None},
         "annotations": {"logging.example.com/ship": "true", "wait-for-db.podgraft.io/host": None},
     }
