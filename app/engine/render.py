@@ -46,10 +46,10 @@ class RenderError(ValueError):
 
 
 class TemplateProblems(RenderError):
-    """Every problem of the templates of one tree, each naming its path; `; `-joined in `str()`."""
+    """Every problem of the templates of one tree: `(path, message)` each; `path: message; ...` in `str()`."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
         self.problems = problems
 
 
@@ -243,8 +243,8 @@ def undefined_parameters(tree: nodes.Template, parameters: Collection[str]) -> l
 
 
 _METHODS = frozenset().union(*SAFE_METHODS.values())
-_ALLOWED_CALLS = (
-    f"string methods: {' '.join(sorted(SAFE_METHODS[str]))}; map methods: {' '.join(sorted(SAFE_METHODS[dict]))}"
+_ALLOWED_CALLS = "string methods: {}; map methods: {}".format(
+    " ".join(sorted(SAFE_METHODS[str])), " ".join(sorted(SAFE_METHODS[dict]))
 )
 _STRING_FILTERS = frozenset(
     ["lower", "upper", "title", "capitalize", "trim", "truncate", "string", "join", "replace"]
@@ -449,14 +449,16 @@ def compile_tree(value: Any, path: str = "spec", *, parameters: Collection[str] 
     refused construct, can only fail, or (given the policy's `parameters`) reads a parameter the
     policy does not define.
     """
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     compiled = _compile(value, path, parameters, problems)
     if problems:
         raise TemplateProblems(problems)
     return compiled
 
 
-def _compile(value: Any, path: str, parameters: Collection[str] | None, problems: list[str]) -> Any:
+def _compile(
+    value: Any, path: str, parameters: Collection[str] | None, problems: list[tuple[str, str]]
+) -> Any:
     if isinstance(value, str):
         if not _is_template(value):
             return value
@@ -466,7 +468,7 @@ def _compile(value: Any, path: str, parameters: Collection[str] | None, problems
                 return Template(source=value, render=_ENV.from_string(value).render)
         except jinja2.TemplateSyntaxError as exc:
             found = [f"template syntax error: {exc.message}"]
-        problems.extend(f"{path}: {problem}" for problem in found)
+        problems.extend((path, problem) for problem in found)
         return value
     if isinstance(value, dict):
         items = {key: _compile(item, f"{path}.{key}", parameters, problems) for key, item in value.items()}

@@ -280,7 +280,7 @@ def test_every_problem_of_every_template_is_named_at_once() -> None:
     }
     with pytest.raises(TemplateProblems) as caught:
         compile_tree(tree, parameters=set())
-    assert caught.value.problems == [
+    assert [f"{path}: {message}" for path, message in caught.value.problems] == [
         "spec.sidecars[0].image: reads params.tag, which spec.parameters does not define "
         "(define it, or guard the read with | default(...))",
         "spec.sidecars[0].args[0]: pod.nmae is never defined (pod has name, generateName, namespace, "

@@ -247,7 +247,8 @@ def test_every_problem_of_a_source_is_reported_at_once_each_naming_its_document(
     )
     with pytest.raises(SourceError) as caught:
         compile_source("p.yaml", text, max_bytes=1 << 20)
-    problems = caught.value.problems
+    problems = [str(problem) for problem in caught.value.problems]
+    assert [problem.document for problem in caught.value.problems] == [2, 3, 4, 5]
     assert [problem.split(":")[0] for problem in problems] == [
         "document 2",
         "document 3",
