@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from app.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err
 from app.engine.policyset import CompiledPolicy
-from app.policy.messages import Problem
+from app.policy.messages import Problem, validation_problems
 from app.settings import Settings
 from app.sources.directory import POLICY_SUFFIXES, list_directory
 from app.sources.documents import SourceReport
@@ -91,12 +91,16 @@ def _plural(count: int, word: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        settings = Settings(
-            **({"kubernetes_version": args.kubernetes_version} if args.kubernetes_version else {})
-        )
-        minor, note = schema_version(settings.kubernetes_version)
-    except (ValidationError, ValueError) as exc:
-        err(f"error: {str(exc).splitlines()[-1].strip() if isinstance(exc, ValidationError) else exc}")
+        settings = Settings()
+    except ValidationError as exc:  # a PODGRAFT_* variable of the environment
+        for field_name, message in validation_problems(exc):
+            err(f"error: PODGRAFT_{field_name.upper()}: {message}")
+        return EXIT_USAGE
+    version = args.kubernetes_version or settings.kubernetes_version
+    try:
+        minor, note = schema_version(version)
+    except ValueError as exc:
+        err(f"error: --kubernetes-version: {exc}")
         return EXIT_USAGE
     run = _Run()
     if note is not None:
@@ -107,7 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             reports = check_file(
                 path,
                 source=str(path),
-                kubernetes_version=settings.kubernetes_version,
+                kubernetes_version=version,
                 policy_label=settings.policy_label,
                 max_bytes=settings.max_policy_bytes,
             )

@@ -187,7 +187,7 @@ def _unknown(field: str, where: str, at: Mapping[str, Any], schema: _Schema) -> 
     since = _introduced(definition, field, schema.minor) if definition else None
     message = f"unknown field in Kubernetes {schema.minor}"
     if since is not None:
-        return (f"{where}.{field}", f"{message} (it exists from {since} on: give the cluster's version)")
+        return (f"{where}.{field}", f"{message} (added in {since})")
     return (f"{where}.{field}", message + _near(field, known, cutoff=0.75))
 
 

@@ -50,11 +50,14 @@ def test_state_delta_holds_only_changed_and_removed_keys() -> None:
     }
     assert state.upsert(cm("a", {"x": "1", "y": "2"}, rv="2")) == {}
     assert state.upsert(cm("a", {"x": "1b", "z": "3"})) == {
-        "configmap podgraft/a x": "1b",
-        "configmap podgraft/a y": None,
-        "configmap podgraft/a z": "3",
+        "configmap podgraft/a key x": "1b",
+        "configmap podgraft/a key y": None,
+        "configmap podgraft/a key z": "3",
     }
-    assert state.delete("podgraft", "a") == {"configmap podgraft/a x": None, "configmap podgraft/a z": None}
+    assert state.delete("podgraft", "a") == {
+        "configmap podgraft/a key x": None,
+        "configmap podgraft/a key z": None,
+    }
     assert state.delete("podgraft", "a") == {}
 
 
@@ -67,14 +70,14 @@ def test_state_resync_removes_configmaps_missing_from_the_listing_of_that_namesp
     delta = state.resync("podgraft", [cm("keep", {"k": "2"}), cm("new", {"n": "1"})])
 
     assert delta == {
-        "configmap podgraft/gone g": None,
-        "configmap podgraft/keep k": "2",
-        "configmap podgraft/new n": "1",
+        "configmap podgraft/gone key g": None,
+        "configmap podgraft/keep key k": "2",
+        "configmap podgraft/new key n": "1",
     }
     assert sorted(state.texts()) == [
-        "configmap elsewhere/other o",
-        "configmap podgraft/keep k",
-        "configmap podgraft/new n",
+        "configmap elsewhere/other key o",
+        "configmap podgraft/keep key k",
+        "configmap podgraft/new key n",
     ]
 
 
@@ -82,10 +85,13 @@ def test_state_owner_finds_configmap_and_key_even_with_spaces_in_names() -> None
     state = ConfigMapState()
     state.upsert(cm("a", {"b c.yaml": "x"}))
     state.upsert(cm("a b", {"c.yaml": "y"}))
-    owner = state.owner("configmap podgraft/a b c.yaml")
+    owner = state.owner("configmap podgraft/a b key c.yaml")
     assert owner is not None
-    assert (owner[0].name, owner[1]) in {("a", "b c.yaml"), ("a b", "c.yaml")}
-    assert state.owner("configmap podgraft/nope x") is None
+    assert (owner[0].name, owner[1]) == ("a b", "c.yaml")
+    owner = state.owner("configmap podgraft/a key b c.yaml")
+    assert owner is not None
+    assert (owner[0].name, owner[1]) == ("a", "b c.yaml")
+    assert state.owner("configmap podgraft/nope key x") is None
 
 
 # --- rejection messages and Events -----------------------------------------------------------------
