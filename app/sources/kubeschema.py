@@ -196,8 +196,9 @@ def _unknown(field: str, where: str, at: Mapping[str, Any], schema: _Schema) -> 
 
 def _near(value: str, known: Collection[str], cutoff: float = 0.6) -> str:
     """`; did you mean 'x'?` for the closest of `known`, or nothing."""
-    close = difflib.get_close_matches(value, known, n=1, cutoff=cutoff)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    lower = {item.lower(): item for item in known}  # `http` is a near miss of `HTTP`
+    close = difflib.get_close_matches(value.lower(), list(lower), n=1, cutoff=cutoff)
+    return f"; did you mean {lower[close[0]]!r}?" if close else ""
 
 
 def _is_template(value: object) -> bool:
@@ -451,7 +452,10 @@ def _values(
             if sub is None:
                 continue  # an unknown field: the schema names it
             at = f"{where}.{field}"
-            if isinstance(value, Mapping) or (isinstance(value, list) and (definition, field) not in ENUMS):
+            nested = isinstance(value, Mapping) or (
+                isinstance(value, list) and (definition, field) not in ENUMS
+            )
+            if nested or _resolve(sub, loaded).get("x-podgraft") == "quantity":
                 problems += _values(value, sub, at, loaded, (definition, field))
                 continue
             for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
