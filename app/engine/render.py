@@ -270,31 +270,39 @@ class _NotConstant(Exception):
     """An expression whose value depends on the pod or the parameters."""
 
 
-def _constant(node: nodes.Node) -> Any:
-    """The value of a constant expression, computed under the render's bounds (`call_binop`), so
-    that `2 ** 64 ** 64` or `'a' * 60000 * 60000` is refused at load, not at every render."""
+def _constant(node: nodes.Node, params: Mapping[str, Any]) -> Any:
+    """The value of a constant expression (literals and the policy's parameters, which no pod
+    changes), computed under the render's bounds (`call_binop`), so that `2 ** 64 ** 64` or
+    `'a' * 60000 * 60000` is refused at load, not at every render."""
     if isinstance(node, nodes.Const):
         return node.value
+    name = _param_read(node)
+    if name is not None and name in params:
+        return params[name]
     if isinstance(node, nodes.List | nodes.Tuple):
-        return [_constant(item) for item in node.items]
+        return [_constant(item, params) for item in node.items]
     if isinstance(node, nodes.Neg):
-        return -_constant(node.node)
+        return -_constant(node.node, params)
     if isinstance(node, nodes.Concat):
-        text = "".join(str(_constant(part)) for part in node.nodes)
+        text = "".join(str(_constant(part, params)) for part in node.nodes)
         if len(text) > MAX_OUTPUT_CHARS:
             raise SecurityError(f"output longer than {MAX_OUTPUT_CHARS} characters")
         return text
     op = _FOLDED.get(type(node))
     if op is None:
         raise _NotConstant
-    left, right = _constant(node.left), _constant(node.right)  # type: ignore[attr-defined]
+    left, right = _constant(node.left, params), _constant(node.right, params)  # type: ignore[attr-defined]
     if op in _Environment.intercepted_binops:
         return _ENV.call_binop(None, op, left, right)  # type: ignore[arg-type]
     return _OPERATORS[op](left, right)
 
 
-def _is_string(node: nodes.Node) -> bool:
-    """Whether an expression is a string whatever the pod: a literal, `~`, a string filter, a name."""
+def _is_string(node: nodes.Node, params: Mapping[str, Any]) -> bool:
+    """Whether an expression is a string whatever the pod: a literal, `~`, a string filter, a name,
+    a string parameter."""
+    name = _param_read(node)
+    if name is not None:
+        return isinstance(params.get(name), str)
     if isinstance(node, nodes.Const):
         return isinstance(node.value, str)
     if isinstance(node, nodes.Concat | nodes.TemplateData):
@@ -349,8 +357,10 @@ def _unknown(kind: str, value: str, known: Collection[str]) -> str:
 
 def template_problems(tree: nodes.Template, parameters: Collection[str] | None = None) -> list[str]:
     """Why a parsed template can only fail, or is refused, whatever the pod: one message per problem.
-    With the policy's `parameters`, reading one it does not define unguarded is one of them."""
+    With the policy's `parameters`, reading one it does not define unguarded is one of them (and
+    given as a mapping, their values are constants of the arithmetic checked)."""
     problems: list[str] = []
+    params: Mapping[str, Any] = parameters if isinstance(parameters, Mapping) else {}
 
     def add(message: str) -> None:
         if message not in problems:
@@ -374,7 +384,7 @@ def template_problems(tree: nodes.Template, parameters: Collection[str] | None =
                 add(f"calling .{node.node.attr}() is not allowed ({_ALLOWED_CALLS}; join strings with ~)")
             elif not isinstance(node.node, nodes.Name):  # an unknown name is reported as undefined
                 add(f"only methods may be called ({_ALLOWED_CALLS})")
-        elif isinstance(node, nodes.Mod) and _is_string(node.left):
+        elif isinstance(node, nodes.Mod) and _is_string(node.left, params):
             add("'%' string formatting is not allowed in policy templates; use ~")
             continue
         read = _context_read(node)
@@ -386,7 +396,7 @@ def template_problems(tree: nodes.Template, parameters: Collection[str] | None =
             add(_unknown("policy", read[1], POLICY_VALUES))
         if type(node) in _FOLDED or isinstance(node, nodes.Concat):
             try:
-                _constant(node)
+                _constant(node, params)
             except _NotConstant:
                 pass
             except SecurityError as exc:

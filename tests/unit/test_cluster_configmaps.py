@@ -194,3 +194,43 @@ def test_configmap_source_first_sync_events_and_rejections() -> None:
     assert "ConfigMap podgraft/policies key 'bad.yaml' rejected" in message
     assert "spec.initContainerPosition" in message
     assert "no earlier version of it is in force" in message
+
+
+def test_a_key_the_apiserver_would_refuse_on_every_pod_is_rejected_naming_configmap_key_and_field() -> None:
+    posted: list[str] = []
+    schema_error = GOOD.format(name="bad", edition="1") + "  volumes: [{name: v, hostPth: {path: /x}}]\n"
+
+    def factory(namespace: str, sink: Sink[PolicyConfigMap]) -> ListWatch[PolicyConfigMap]:
+        listed = [
+            cm("policies", {"good.yaml": GOOD.format(name="good", edition="1"), "bad.yaml": schema_error})
+        ]
+        return ListWatch(
+            f"configmaps {namespace}",
+            lister=lambda: (listed, "1"),
+            watcher=lambda version: iter(()),
+            sink=sink,
+            interrupt=lambda: None,
+        )
+
+    store = PolicyStore()
+    source = ConfigMapSource(
+        ["podgraft"], post_event=lambda ref, reason, message: posted.append(message), watch_factory=factory
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(source.run(store))
+        for _ in range(200):
+            if store.synced and posted:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert sorted(store.current().by_name) == ["good"], "the refused policy never goes live"
+    assert posted == [
+        "ConfigMap podgraft/policies key 'bad.yaml' rejected: document 1: policy 'bad': "
+        "spec.volumes[0].hostPth: unknown field in Kubernetes 1.29; did you mean 'hostPath'?; "
+        "no earlier version of it is in force"
+    ]

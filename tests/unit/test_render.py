@@ -452,3 +452,21 @@ def test_a_policy_reading_an_undefined_parameter_is_refused_at_load_naming_the_f
     ):
         compile_tree({"sidecars": [{"name": "s", "image": "b:{{ params.tag }}"}]}, parameters=set())
     assert compile_tree({"env": [{"name": "A", "value": "{{ params.tag }}"}]}, parameters={"tag"})
+
+
+@pytest.mark.parametrize(
+    ("source", "parameters", "words"),
+    [
+        pytest.param(
+            "{{ params.port % 1 }}", {"port": "5432"}, "'%' string formatting", id="string-parameter"
+        ),
+        pytest.param("{{ params.n ** params.n }}", {"n": 10**4}, "exponent too large", id="parameter-power"),
+        pytest.param("{{ params.s * 40000 }}", {"s": "ab"}, "repetition too large", id="parameter-repeat"),
+    ],
+)
+def test_parameters_are_constants_of_the_checks_at_load(
+    source: str, parameters: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(RenderError, match=re.escape(words)):
+        compile_tree({"x": source}, parameters=parameters)
+    assert compile_tree({"x": source}, parameters={"port": 5432, "n": 2, "s": "a"}) is not None
