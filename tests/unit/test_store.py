@@ -283,8 +283,9 @@ def test_the_store_checks_against_the_kubernetes_version_it_is_given() -> None:
     text = policy_yaml("stop", sidecars=[{"name": "s", "image": "b", "lifecycle": {"stopSignal": "SIGUSR1"}}])
     assert PolicyStore(kubernetes_version="v1.33.1").replace_all({"p.yaml": text}) == {}
     errors = PolicyStore(kubernetes_version="1.32").replace_all({"p.yaml": text})
-    assert "spec.sidecars[0].lifecycle.stopSignal: unknown field in Kubernetes 1.32 (added in 1.33)" in (
-        errors["p.yaml"]
+    assert (
+        "spec.sidecars[0].lifecycle.stopSignal: unknown field in Kubernetes 1.32 (added in 1.33)"
+        in (errors["p.yaml"])
     )
 
 
