@@ -200,15 +200,14 @@ def _check_document(
         Problem(message, source, policy=name, field=path)
         for path, message in check_spec(spec, kubernetes_version=kubernetes_version)
     ]
+    compiled: CompiledPolicy | None = None
     try:
         compiled = compile_policy(policy, source=source)
     except TemplateProblems as exc:
         problems += [Problem(message, source, policy=name, field=path) for path, message in exc.problems]
-        return None, problems
     except RenderError as exc:
-        return None, [*problems, Problem(str(exc), source, policy=name)]
-    problems += _pod_name_warnings(spec, source=source, policy=name)
-    return compiled, problems
+        problems.append(Problem(str(exc), source, policy=name))
+    return compiled, problems + _pod_name_warnings(spec, source=source, policy=name)
 
 
 def _policy_problems(exc: PolicyError, source: str) -> list[Problem]:
