@@ -1,8 +1,9 @@
 """`podgraft policy validate`: every problem of every policy, as Podgraft would load it, before it ships.
 
 Each PATH is a policy file, a directory of them, or a file of manifests (policy ConfigMaps, Lists of
-them, `helm template` output); every file is checked by `app.sources.manifests.check_file`, the very
-check the webhook runs when it loads a file or a ConfigMap key. Errors, warnings and notes go to
+them, `helm template` output), `-` for standard input; every file is checked by
+`app.sources.manifests.check_text`, the very check the webhook runs when it loads a file or a
+ConfigMap key. Errors, warnings and notes go to
 stderr, one line each naming file (and ConfigMap and key), document, policy and field; the policies
 that load and a summary go to stdout. Exit 0 when nothing is wrong (warnings allowed), 1 on any
 error (or warning, with --strict), 2 on a usage error.
@@ -24,9 +25,9 @@ from app.engine.policyset import CompiledPolicy
 from app.policy.messages import Problem, validation_problems
 from app.settings import Settings
 from app.sources.directory import POLICY_SUFFIXES, list_directory
-from app.sources.documents import SourceReport
+from app.sources.documents import SourceReport, decode_source, read_source
 from app.sources.kubeschema import schema_version
-from app.sources.manifests import check_file
+from app.sources.manifests import check_text
 
 
 @dataclass
@@ -106,10 +107,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if note is not None:
         run.lines.append(("--kubernetes-version", Problem(note, severity="note")))
     for target in args.paths:
-        for path in _targets(run, target):
+        for path in [Path("-")] if target == "-" else _targets(run, target):
             run.files += 1
-            reports = check_file(
-                path,
+            text = decode_source(sys.stdin.buffer.read()) if target == "-" else read_source(path)
+            reports = check_text(
+                text,
                 source=str(path),
                 kubernetes_version=version,
                 policy_label=settings.policy_label,
@@ -149,7 +151,8 @@ def add_parser(commands: Any) -> None:
         "paths",
         nargs="+",
         metavar="PATH",
-        help="a policy file, a directory of them (.yaml, .yml, .json in any case), or a file of manifests",
+        help="a policy file, a directory of them (.yaml, .yml, .json in any case), a file of manifests, "
+        "or - for standard input (`helm template ... | podgraft policy validate -`)",
     )
     validate.add_argument(
         "--kubernetes-version",

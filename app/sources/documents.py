@@ -44,6 +44,11 @@ def read_source(path: Path) -> SourceText:
         data = path.read_bytes()
     except OSError as exc:
         return PolicyError(f"cannot read the file: {exc.strerror or exc}")
+    return decode_source(data)
+
+
+def decode_source(data: bytes) -> str | PolicyError:
+    """UTF-8 text, or where the first byte that is not UTF-8 is."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -4,8 +4,9 @@ A file holds bare `InjectionPolicy` documents (what a policy directory serves in
 Kubernetes manifests: ConfigMaps labelled `podgraft.io/policy=true` (cluster mode), `kind: List`s of
 them (`kubectl get -o yaml`), a Helm-rendered stream (`helm template`). A file of bare policies is
 one source, checked as the directory source loads it; each data key of each policy ConfigMap is one
-source, checked as the ConfigMap source loads it (`check_source`). ConfigMaps without the label and
-objects of other kinds are noted, not checked: Podgraft never reads them.
+source, checked as the ConfigMap source loads it (`check_source`); `check_text` reads a file so.
+ConfigMaps without the label and objects of other kinds are noted, not checked: Podgraft never
+reads them.
 
 `validate_configmap` is the check of one ConfigMap object, pure: what an admission webhook on
 ConfigMaps can run on CREATE and UPDATE to refuse a policy that would never go live.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from app.engine.podview import as_mapping
@@ -25,11 +25,11 @@ from app.settings import Settings
 from app.sources.documents import (
     DEFAULT_KUBERNETES_VERSION,
     SourceReport,
+    SourceText,
     check_documents,
     check_source,
     configmap_source_key,
     load_documents,
-    read_source,
 )
 
 DEFAULT_POLICY_LABEL: str = Settings.model_fields["policy_label"].default
@@ -158,17 +158,17 @@ def _objects(document: object) -> Iterable[Any]:
     yield document
 
 
-def check_file(
-    path: Path,
+def check_text(
+    text: SourceText,
     *,
     source: str,
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
     policy_label: str = DEFAULT_POLICY_LABEL,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[SourceReport]:
-    """One file, named `source` in every problem: bare policies checked exactly as the directory
-    source loads the file; manifests as cluster mode loads their ConfigMaps."""
-    text = read_source(path)
+    """One file's text (or why it could not be read), named `source` in every problem: bare
+    policies checked exactly as the directory source loads the file; manifests as cluster mode
+    loads their ConfigMaps."""
     if isinstance(text, PolicyError) or text is None:
         return [SourceReport(source, problems=[Problem(str(text), source)])]
     try:

@@ -437,3 +437,16 @@ def test_a_configmap_with_non_text_values_or_no_data(
         f"{path}: configmap podgraft/empty: warning: holds no policy (no data keys)",
         f"{path}: configmap podgraft/binary: warning: binaryData is never read (policies are text): p.yaml",
     ]
+
+
+def test_standard_input(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    stream = yaml.safe_dump_all(
+        [configmap("p", {"p.yaml": policy_yaml("piped")}), {"apiVersion": "v1", "kind": "Service"}]
+    )
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stream.encode())))
+    code, out, err = validate(capsys, "-")
+    assert code == 0
+    assert err == ["-: note: not policies, skipped: 1 Service"]
+    assert out[0].startswith("ok  piped  (-: configmap podgraft/p key p.yaml, hash ")
