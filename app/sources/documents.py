@@ -13,7 +13,7 @@ same `check_source` on every file and ConfigMap key it reads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ def check_documents(
     for number, document in documents:
         compiled, problems = _check_document(document, source=source, kubernetes_version=kubernetes_version)
         for problem in problems:
-            report.problems.append(_at(problem, document=number))
+            report.problems.append(replace(problem, document=number))
         if compiled is None:
             continue
         if compiled.name in first:
@@ -178,10 +178,6 @@ def check_documents(
     if report.errors:
         report.policies.clear()  # a source is used whole or not at all
     return report
-
-
-def _at(problem: Problem, *, document: int) -> Problem:
-    return Problem(problem.message, problem.source, document, problem.policy, problem.field, problem.severity)
 
 
 def _check_document(
