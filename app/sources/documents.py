@@ -218,13 +218,13 @@ def _policy_problems(exc: PolicyError, source: str) -> list[Problem]:
     return [Problem(message, source, policy=exc.policy)]
 
 
-# Env lists of a policy spec: the pod's own containers', each helper's, and `kubectl debug`'s.
+# Env lists injected when a pod is created: the pod's own containers', each helper's. (Not
+# `ephemeral.env`: `kubectl debug` adds its containers to a pod that has its name.)
 def _env_lists(spec: Mapping[str, Any]) -> Iterable[tuple[str, Sequence[Any]]]:
     yield "spec.env", spec.get("env") or []
     for group in ("initContainers", "sidecars", "containers"):
         for index, container in enumerate(spec.get(group) or []):
             yield f"spec.{group}[{index}].env", container.get("env") or []
-    yield "spec.ephemeral.env", (spec.get("ephemeral") or {}).get("env") or []
 
 
 POD_NAME_WARNING = (

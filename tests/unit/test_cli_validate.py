@@ -348,17 +348,20 @@ def test_an_env_value_rendering_pod_name_is_a_warning_and_strict_fails_on_it(
                     "args": ["--name={{ pod.name }}"],
                 }
             ],
-            env=[{"name": "PREFIX", "value": "{{ pod.generateName }}"}],
-            ephemeral={"env": [{"name": "SESSION", "value": "{{ pod['name'] | upper }}"}]},
+            env=[
+                {"name": "PREFIX", "value": "{{ pod.generateName }}"},
+                {"name": "NAME", "value": "{{ pod['name'] | upper }}"},
+            ],
+            ephemeral={"env": [{"name": "SESSION", "value": "{{ pod.namespace }}/{{ pod.name }}"}]},
         )
     )
     code, out, err = validate(capsys, str(path))
     assert code == 0
     where = f"{path}: warning: document 1: policy 'named': "
     assert [line.split("value: ")[0] + "value" for line in err] == [
+        where + "spec.env[1].value",
         where + "spec.sidecars[0].env[1].value",
-        where + "spec.ephemeral.env[0].value",
-    ]
+    ], "not the generateName, not args, not kubectl debug's env (the pod has its name by then)"
     assert all("valueFrom: {fieldRef: {fieldPath: metadata.name}}" in line for line in err)
     assert out == [
         f"ok  named  ({path}, hash {out[0].split('hash ')[1][:-1]})",
