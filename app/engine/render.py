@@ -414,18 +414,6 @@ def template_problems(tree: nodes.Template, parameters: Collection[str] | None =
     return problems
 
 
-def pod_values_read(source: str) -> frozenset[str]:
-    """The pod values (`name`, `labels`, ...) a template string reads; empty for plain text."""
-    if not _is_template(source):
-        return frozenset()
-    try:
-        tree = _ENV.parse(source)
-    except jinja2.TemplateSyntaxError:
-        return frozenset()
-    reads = (_context_read(node) for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)))
-    return frozenset(read[1] for read in reads if read is not None and read[0] == "pod")
-
-
 def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 

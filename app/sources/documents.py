@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 import yaml
 
+from app.engine.inputs import source_reads
 from app.engine.policyset import CompiledPolicy, compile_policy
-from app.engine.render import RenderError, TemplateProblems, pod_values_read
+from app.engine.render import RenderError, TemplateProblems
 from app.policy.messages import Problem
 from app.policy.model import PolicyError, parse_policy
 from app.settings import Settings
@@ -240,7 +241,7 @@ def _pod_name_warnings(spec: Mapping[str, Any], *, source: str, policy: str) -> 
     for where, env in _env_lists(spec):
         for index, item in enumerate(env):
             value = item.get("value") if isinstance(item, Mapping) else None
-            if isinstance(value, str) and "name" in pod_values_read(value):
+            if isinstance(value, str) and source_reads(value).name:
                 found.append(
                     Problem(
                         POD_NAME_WARNING,

@@ -19,7 +19,6 @@ from app.engine.render import (
     compile_tree,
     has_templates,
     pod_context,
-    pod_values_read,
     render_tree,
     undefined_parameters,
 )
@@ -311,22 +310,6 @@ def test_every_problem_of_every_template_is_named_at_once() -> None:
 )
 def test_allowed_at_load(source: str) -> None:
     assert has_templates(compile_tree(source))
-
-
-@pytest.mark.parametrize(
-    ("source", "reads"),
-    [
-        pytest.param("plain", set(), id="plain"),
-        pytest.param("{{ pod.name }}", {"name"}, id="name"),
-        pytest.param("{{ pod['name'] | upper }}", {"name"}, id="item"),
-        pytest.param("{{ pod.get('name') }}", {"name"}, id="get"),
-        pytest.param("{{ pod.generateName }}{{ pod.labels.app }}", {"generateName", "labels"}, id="two"),
-        pytest.param("{{ params.name }}{{ policy.name }}", set(), id="not-the-pod"),
-        pytest.param("{{ broken", set(), id="syntax-error"),
-    ],
-)
-def test_pod_values_read(source: str, reads: set[str]) -> None:
-    assert pod_values_read(source) == reads
 
 
 # Each of these would build a ~100 MB string from a template of a few dozen characters (gigabytes with
