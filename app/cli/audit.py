@@ -182,13 +182,16 @@ def _policies(args: argparse.Namespace, settings: Settings, inventory: Any) -> P
     """The policies in force; `Refused` naming every file or ConfigMap key that does not load: the
     audit would judge the pods against a policy set the webhook does not run."""
     if args.policies is not None:
-        store, errors = load_policies(args.policies, max_bytes=settings.max_policy_bytes)
+        store, errors = load_policies(
+            args.policies, max_bytes=settings.max_policy_bytes, kubernetes_version=settings.kubernetes_version
+        )
         policies, where = store.current(), {key: f"policy file {args.policies / key}" for key in errors}
     else:
         policies, errors = inventory.policies(
             settings.watched_policy_namespaces(),
             settings.policy_label,
             max_bytes=settings.max_policy_bytes,
+            kubernetes_version=settings.kubernetes_version,
         )
         where = {key: f"policy {key}" for key in errors}
     if errors:

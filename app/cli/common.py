@@ -65,7 +65,10 @@ def without_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(**dict.fromkeys(SERVER_ONLY))
 
 
-def load_policies(directory: Path, *, max_bytes: int) -> tuple[PolicyStore, dict[str, str]]:
-    store = PolicyStore(max_bytes=max_bytes)
+def load_policies(
+    directory: Path, *, max_bytes: int, kubernetes_version: str
+) -> tuple[PolicyStore, dict[str, str]]:
+    """The policies of a directory, checked as the webhook checks them for that Kubernetes version."""
+    store = PolicyStore(max_bytes=max_bytes, kubernetes_version=kubernetes_version)
     errors = store.replace_all(read_directory(directory))
     return store, errors

@@ -172,7 +172,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     try:
-        store, errors = load_policies(settings.policy_dir, max_bytes=settings.max_policy_bytes)
+        store, errors = load_policies(
+            settings.policy_dir,
+            max_bytes=settings.max_policy_bytes,
+            kubernetes_version=settings.kubernetes_version,
+        )
         labels = _labels(args.namespace_label) if args.namespace_label else None
         source = Source(args.file)
         documents = source.documents()
