@@ -300,7 +300,11 @@ def create_app(
     if metrics is None:
         metrics = Metrics()
     if store is None:
-        store = PolicyStore(max_bytes=settings.max_policy_bytes, on_change=metrics.policy_set_changed)
+        store = PolicyStore(
+            max_bytes=settings.max_policy_bytes,
+            kubernetes_version=settings.kubernetes_version,
+            on_change=metrics.policy_set_changed,
+        )
     rt = Runtime(
         settings=settings,
         store=store,

@@ -40,7 +40,7 @@ class Inventory:
             yield from page
 
     def policies(
-        self, namespaces: Sequence[str], label: str, *, max_bytes: int
+        self, namespaces: Sequence[str], label: str, *, max_bytes: int, kubernetes_version: str
     ) -> tuple[PolicySet, dict[str, str]]:
         """The policies in force, as cluster mode loads them, and the rejected keys with their errors."""
         state = ConfigMapState()
@@ -49,7 +49,7 @@ class Inventory:
                 self.core.list_namespaced_config_map, namespace, label_selector=f"{label}=true"
             )
             state.resync(namespace, [PolicyConfigMap.from_api(obj) for obj in listed])
-        store = PolicyStore(max_bytes=max_bytes)
+        store = PolicyStore(max_bytes=max_bytes, kubernetes_version=kubernetes_version)
         errors = store.replace_all(state.texts())
         return store.current(), errors
 
