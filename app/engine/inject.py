@@ -6,8 +6,9 @@ warnings, a denial if a required policy cannot be honoured, and one decision per
 
 Algorithm of `inject_pod`:
 1. drop `managedFields`; select the policies (`select.select_policies`);
-2. render each selected policy's templates against this pod (never showing them Podgraft's own
-   status annotation); a render error drops that policy with a warning, or denies the pod when the
+2. render each selected policy's templates for this pod as it was first admitted (a pod that comes
+   back is shown the values its status recorded; never Podgraft's own status annotation, see
+   `inputs`); a render error drops that policy with a warning, or denies the pod when the
    policy is required;
 3. apply the rendered policies, in selection order, to a copy of the pod (`mutate.mutate_pod`);
 4. diff the original against the copy (`patch.create_patch`).
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.config import EngineConfig
-from app.engine.inputs import without_status
+from app.engine.inputs import rendering_view, without_status
 from app.engine.mutate import PolicyResult, mutate_ephemeral, mutate_pod
 from app.engine.patch import create_patch, without_managed_fields
 from app.engine.podsecurity import enforced_level, injection_warnings
@@ -44,10 +45,9 @@ class InjectionResult:
 
 
 def _render_all(
-    pod: Mapping[str, Any], namespace: str, policies: tuple[CompiledPolicy, ...], config: EngineConfig
+    pod: Mapping[str, Any], namespace: str, policies: tuple[CompiledPolicy, ...]
 ) -> tuple[list[tuple[CompiledPolicy, Mapping[str, Any]]], list[str], str | None, list[PolicyDecision]]:
     rendered: list[tuple[CompiledPolicy, Mapping[str, Any]]] = []
-    pod = without_status(pod, config.status_annotation)
     warnings: list[str] = []
     denial: str | None = None
     failed: list[PolicyDecision] = []
@@ -118,7 +118,8 @@ def inject_pod(
     original, selection = _select(pod, namespace, namespace_labels, policies, config, explain=explain)
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
-    rendered, warnings, denial, failed = _render_all(original, namespace, selection.policies, config)
+    shown = rendering_view(original, config.status_annotation)
+    rendered, warnings, denial, failed = _render_all(shown, namespace, selection.policies)
     decisions = _replace_decisions(selection, failed)
     denial = selection.denial or denial
     all_warnings = [*selection.warnings, *warnings]
@@ -126,7 +127,11 @@ def inject_pod(
     if denial is not None or not (rendered or config.status_annotation in annotations):
         return InjectionResult(warnings=tuple(all_warnings), denial=denial, decisions=decisions)
     mutated, outcome = mutate_pod(
-        original, rendered, config=config, claims=read_status(annotations, config.status_annotation)
+        original,
+        rendered,
+        config=config,
+        claims=read_status(annotations, config.status_annotation),
+        shown=shown,
     )
     decisions = _replace_decisions(
         selection, [*failed, *_settled(selection, outcome.results, explain=explain)]
@@ -164,7 +169,8 @@ def graft_ephemeral(
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
     with_rules = tuple(p for p in selection.policies if not p.model.spec.ephemeral.is_empty())
-    rendered, warnings, denial, failed = _render_all(original, namespace, with_rules, config)
+    shown = without_status(original, config.status_annotation)  # debug rules: the pod as it is now
+    rendered, warnings, denial, failed = _render_all(shown, namespace, with_rules)
     rules = [(policy, spec.get("ephemeral", {})) for policy, spec in rendered]
     decisions = _replace_decisions(selection, failed)
     mutated, outcome = mutate_ephemeral(original, old_pod, rules)

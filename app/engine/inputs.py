@@ -16,8 +16,12 @@ label|annotate` change labels and annotations. The namespace and the service acc
   audit can render a live policy for the pod as it was admitted. The inputs only say which values to
   render with: whether a policy is injected is always decided by the pod's contents.
 
-Podgraft's own status annotation is never a template input: `without_status` hides it before
-rendering, so that a first admission and a reinvocation render alike.
+The webhook renders with the same rebuilt pod (`rendering_view`): a pod that comes back (a
+reinvocation after other webhooks or the apiserver's plugins changed it, a re-created copy) is
+rendered for the values it was first admitted with, so that a template reading a label its own policy
+sets, or a map a later webhook adds to, gives the same answer twice; and the webhook and the audit
+agree on what a pod should hold. The values are the pod's own (its author controls them anyway),
+never code. Podgraft's own status annotation is never a template input: `without_status` hides it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from jinja2 import nodes
 
 from app.engine.podview import as_mapping, string_map, text
 from app.engine.render import Template
+from app.engine.status import read_inputs
 from app.policy.model import Match
 
 MAP_FIELDS = ("labels", "annotations")
@@ -220,20 +225,6 @@ def admission_inputs(pod: Mapping[str, Any], reads: Reads, *, status_key: str) -
     return inputs
 
 
-def kept_inputs(earlier: Mapping[str, Any] | None, now: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The inputs to record when a pod comes back with everything current (a reinvocation): those
-    recorded when it was injected, if they name the same values as `now` (the pod may now hold items
-    its policies set, such as a label a template reads: what the templates saw at the first pass is
-    what the audit must render with); else `now`."""
-    if earlier is None or now is None or _shape(earlier) != _shape(now):
-        return now
-    return earlier
-
-
-def _shape(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: sorted(value) if isinstance(value, dict) else None for key, value in inputs.items()}
-
-
 def without_status(pod: Mapping[str, Any], status_key: str) -> Mapping[str, Any]:
     """The pod without Podgraft's status annotation (itself when it has none)."""
     metadata = as_mapping(pod.get("metadata"))
@@ -314,3 +305,12 @@ def admission_view(pod: Mapping[str, Any], inputs: Mapping[str, Any] | None, *, 
             metadata[field] = rebuilt
             unknown += missing
     return View({**shown, "metadata": metadata}, recorded=True, unknown=tuple(unknown))
+
+
+def rendering_view(pod: Mapping[str, Any], status_key: str) -> Mapping[str, Any]:
+    """What the webhook renders policies for: the pod as first admitted when its status recorded
+    inputs (see the module doc), else the pod itself; never showing the status annotation."""
+    inputs = read_inputs(as_mapping(as_mapping(pod.get("metadata")).get("annotations")), status_key)
+    if inputs is None:
+        return without_status(pod, status_key)
+    return admission_view(pod, inputs, status_key=status_key).pod

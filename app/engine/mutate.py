@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from app.engine.config import EngineConfig
-from app.engine.inputs import NOTHING, admission_inputs, kept_inputs
+from app.engine.inputs import NOTHING, admission_inputs
 from app.engine.podview import as_list, as_mapping, copied_dict, copied_list, names
 from app.engine.policyset import CompiledPolicy
 from app.engine.presence import Edit, Plan, classic_helpers, plan_policy
 from app.engine.sidecars import sidecar_choice
-from app.engine.status import read_inputs, status_value
+from app.engine.status import status_value
 
 Pod = dict[str, Any]
 State = Literal["injected", "updated", "current", "conflict", "nothing"]
@@ -220,12 +220,6 @@ def _settle(
             f"{policy.content_hash}; updated to the live one"
         )
         return "updated"
-    if any(edit.replaces for edit in plan.edits):  # e.g. reinvoked after a later webhook changed a label
-        outcome.warnings.append(
-            f"podgraft: policy {name!r}: the pod holds it rendered for other values of the pod (a label "
-            "or annotation its templates read changed since); rendered again"
-        )
-        return "updated"
     outcome.warnings.append(
         f"podgraft: policy {name!r}: {status_key} lists it, but the pod does not contain it; injected"
     )
@@ -242,10 +236,13 @@ def mutate_pod(
     *,
     config: EngineConfig,
     claims: Mapping[str, str],
+    shown: Mapping[str, Any] | None = None,
 ) -> tuple[Pod, Outcome]:
     """Apply every rendered policy, in order, whole or not at all, to a copy of `pod`; record the
     ones present and current in the status annotation, and nothing else (a claim the pod brought
-    goes). `claims`: what the pod's status annotation says was injected (name -> hash)."""
+    goes). `claims`: what the pod's status annotation says was injected (name -> hash). `shown`:
+    the pod the policies were rendered for (`inputs.rendering_view`), whose values the status
+    records; default `pod`."""
     outcome = Outcome()
     copy = working_copy(pod)
     editor = _PodEditor(copy)
@@ -274,11 +271,7 @@ def mutate_pod(
         if state != "current":
             outcome.injected.append(policy)
     key = config.status_annotation
-    inputs: Mapping[str, Any] | None = admission_inputs(pod, reads, status_key=key)
-    if not outcome.injected and present == claims:  # the pod comes back as Podgraft left it
-        inputs = kept_inputs(
-            read_inputs(as_mapping(as_mapping(pod.get("metadata")).get("annotations")), key), inputs
-        )
+    inputs = admission_inputs(pod if shown is None else shown, reads, status_key=key)
     status = status_value(present, containers, inputs) if present else None
     _write_status(editor, key, status)
     return copy, outcome

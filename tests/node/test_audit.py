@@ -1,6 +1,7 @@
 """`podgraft audit` on pods that real controllers created (issue 15): a Deployment's, a DaemonSet's and
 a Job's pods reach the webhook with only `generateName`, a StatefulSet's with its name; a later webhook
-changes a label the policy reads, so the apiserver calls Podgraft again. Right after, every pod is
+adds a label the policy reads, so the apiserver calls Podgraft again (which renders the pod as it
+first admitted it: nothing changes). Right after, every pod is
 `current` (CLI, `podgraft_pods` and `/audit` agree), and stays so when its labels and annotations are
 changed by hand (`kubectl label pod ... app-` takes one out of its ReplicaSet); after a policy edit
 each is `stale`, and the detail names the changed env value."""
@@ -21,7 +22,7 @@ from tests.e2e.kube import INJECT, eventually, injected
 from tests.e2e.webhooks import Labeller, temporary_webhook, webhook_configuration
 
 from .conftest import POLICY_NAMESPACE, Cluster
-from .workloads import UNTIL_STOPPED, deployment, policy, template
+from .workloads import UNTIL_STOPPED, admissions, deployment, policy, template
 
 POLICY = "audit-reader"
 LABELLED = "e2e.podgraft.io/labelled"
@@ -168,11 +169,14 @@ def test_controller_made_pods_audit_current_then_stale_after_a_policy_edit(
         assert metadata["labels"][LABELLED] == "true", "the later webhook ran"
         (sidecar,) = [c for c in item["spec"]["initContainers"] if c["name"] == "reader"]
         env = {e["name"]: e["value"] for e in sidecar["env"]}
-        assert env["LABELLED"] == "true", "Podgraft was called again and rendered the new label"
+        assert env["LABELLED"] == "no", "reinvoked, Podgraft renders the pod as it first admitted it"
         if metadata["ownerReferences"][0]["kind"] != "StatefulSet":  # named by its controller
             assert "generateName" in metadata
             assert sidecar["args"][0] == f"--pod={metadata['generateName'].rstrip('-')}", "no name then"
     assert len(labeller.calls) >= len(pods)
+    logged = admissions(cluster.env.podgraft.process.log_path, namespace)
+    ours = [a for a in logged if not a["pod"].startswith("probe")]
+    assert len(ours) >= 2 * len(pods), "each pod admitted twice: the later webhook made it a reinvocation"
 
     code, report = audit(cluster, namespace)
     names = {p["metadata"]["name"] for p in pods}

@@ -4,19 +4,12 @@ the injected log shipper reads what the app writes; a policy rollout reaches onl
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from tests.e2e.kube import INJECT, STATUS, container, env_of, eventually, injected, names
 
 from .conftest import Cluster
-from .workloads import app_container, deployment, pod_spec, policy
-
-
-def _admissions(log: Path, namespace: str) -> list[dict[str, Any]]:
-    """Podgraft's JSON log lines for Pod admissions in `namespace`."""
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("msg") == "admission" and line.get("namespace") == namespace]
+from .workloads import admissions, app_container, deployment, pod_spec, policy
 
 
 def _hash(pod: dict[str, Any], name: str) -> str:
@@ -39,10 +32,10 @@ def test_deployment_pods_from_the_replicaset_controller_are_injected_and_ready_a
         assert names(pod["spec"]["initContainers"]) == ["log-shipper"]
         assert env_of(container(pod, "app"))["LOG_FILE"] == "/var/log/app/app.log"
     # what reached Podgraft: pods with no name yet, only the generateName prefix
-    admissions = _admissions(cluster.env.podgraft.process.log_path, ns)
-    assert len(admissions) >= 3
-    assert all(a["pod"].startswith("web-") and a["pod"].endswith("-*") for a in admissions), admissions
-    assert all(a["injected"] == ["log-shipper"] for a in admissions), admissions
+    logged = admissions(cluster.env.podgraft.process.log_path, ns)
+    assert len(logged) >= 3
+    assert all(a["pod"].startswith("web-") and a["pod"].endswith("-*") for a in logged), logged
+    assert all(a["injected"] == ["log-shipper"] for a in logged), logged
 
     cluster.kubectl.run("scale", f"--namespace={ns}", "deployment/web", "--replicas=5")
     scaled = cluster.wait_pods(ns, "web", count=5)

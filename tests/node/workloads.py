@@ -183,6 +183,12 @@ def service(name: str, *, port: int = 80, target: int = 8080) -> dict[str, Any]:
     }
 
 
+def admissions(log: Path, namespace: str) -> list[dict[str, Any]]:
+    """Podgraft's JSON log lines for Pod admissions in `namespace`."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("msg") == "admission" and line.get("namespace") == namespace]
+
+
 # --- the real client -------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from app.admission.decide import decide
 from app.admission.review import parse_review
 from app.audit.classify import audit_pod
 from app.engine.config import EngineConfig
+from app.engine.inputs import rendering_view
 from app.engine.presence import injection_state
 from app.engine.select import select_policies
 from app.engine.status import read_status, status_value
@@ -222,7 +223,12 @@ def test_a_pod_never_evades_a_required_policy_and_the_status_never_lies(
     for name in recorded:
         others = [p for p in chosen if p.name != name]
         state = injection_state(
-            patched, policies.by_name[name], namespace="shop", config=CONFIG, alongside=others
+            patched,
+            policies.by_name[name],
+            namespace="shop",
+            config=CONFIG,
+            alongside=others,
+            view=rendering_view(patched, STATUS),  # as first admitted, as the audit renders it
         )
         assert state.current, state
         assert recorded[name] == policies.by_name[name].content_hash

@@ -245,9 +245,10 @@ def test_the_status_annotation_is_never_a_template_input() -> None:
     assert only(audit(stored, policies)) == ("current", "")
 
 
-def test_reinvoked_after_a_later_webhook_changed_a_label_it_reads_renders_again() -> None:
-    """Another webhook, called after Podgraft, adds a label a template reads; the apiserver calls
-    Podgraft again (IfNeeded): the helper is rendered for the new value, the status records it."""
+def test_reinvoked_after_a_later_webhook_changed_a_label_it_reads_nothing_changes() -> None:
+    """Another webhook, called after Podgraft, changes a label a template reads; the apiserver calls
+    Podgraft again (IfNeeded): the pod is rendered for the values it was first admitted with (its
+    status recorded them), so there is no patch, and the audit agrees."""
     first = inject_pod(
         controller_pod(), namespace="shop", namespace_labels=OPTED_IN, policies=LIVE, config=CONFIG
     )
@@ -255,12 +256,20 @@ def test_reinvoked_after_a_later_webhook_changed_a_label_it_reads_renders_again(
     relabelled = copy.deepcopy(dict(first.mutated))
     relabelled["metadata"]["labels"]["app"] = "web-canary"
     again = inject_pod(relabelled, namespace="shop", namespace_labels=OPTED_IN, policies=LIVE, config=CONFIG)
-    assert again.warnings == (
-        "podgraft: policy 'reader': the pod holds it rendered for other values of the pod (a label or "
-        "annotation its templates read changed since); rendered again",
+    assert (again.patch, again.warnings) == ([], ())
+    relabelled["metadata"]["name"] = "web-7d9f8-bcdfg"
+    assert only(audit(relabelled)) == ("current", "")
+
+
+def test_a_template_reading_a_map_its_policy_adds_to_is_stable() -> None:
+    policies = policy_set(
+        compiled("count", annotations={"example.com/count": "{{ pod.annotations | length }}"})
     )
-    assert again.mutated is not None
-    stored = copy.deepcopy(dict(again.mutated))
-    assert json.loads(stored["metadata"]["annotations"][STATUS])["inputs"]["labels"]["app"] == "web-canary"
-    stored["metadata"]["name"] = "web-7d9f8-bcdfg"
-    assert only(audit(stored)) == ("current", "")
+    item = pod("app", annotations={"podgraft.io/inject": "count"})
+    first = inject_pod(item, namespace="shop", namespace_labels=None, policies=policies, config=CONFIG)
+    assert first.mutated is not None
+    assert first.mutated["metadata"]["annotations"]["example.com/count"] == "1"
+    again = inject_pod(
+        first.mutated, namespace="shop", namespace_labels=None, policies=policies, config=CONFIG
+    )
+    assert again.patch == []
