@@ -89,7 +89,9 @@ def test_an_injected_deployment_shows_injected(cluster: Cluster) -> None:
     assert event["note"].startswith("injected policy log-shipper (version ")
     assert event["note"].endswith("; containers: log-shipper")
     described = cluster.kubectl.run("describe", f"--namespace={ns}", "deployment/api").stdout
-    assert re.search(r"Normal\s+Injected\s", described[described.index("Events:") :]), described
+    events_part = described[described.index("Events:") :]
+    assert re.search(r"Normal\s+Injected\s", events_part), described
+    print(f"\n$ kubectl describe deployment api\n{events_part}")
 
 
 def test_a_cronjobs_job_pod_with_an_explicitly_classic_sidecar_shows_the_warning_on_the_cronjob(
