@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from events_server import HungEventsAPI  # noqa: E402
-from runner import BIN, podgraft, vegeta, wrk  # noqa: E402
+from runner import make_certs, podgraft, vegeta, vegeta_tool, wrk  # noqa: E402
 from scenarios import RATES, make_pod, make_review, write_policies  # noqa: E402
 
 from app.admission.cache import DecisionCache  # noqa: E402
@@ -91,23 +90,17 @@ def cpu_per_pod(policies: Path) -> dict[str, float]:
 
 
 def compare(rounds: int, seconds: int) -> dict[str, list[dict[str, Any]]]:
-    tool = subprocess.run(
-        [str(ROOT / "hack" / "vegeta" / "build.sh")], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    tool = vegeta_tool()
     runs: dict[str, list[dict[str, Any]]] = {"events off": [], "events on, API hung": []}
     with tempfile.TemporaryDirectory(prefix="podgraft-bench-events-") as tmp:
         work = Path(tmp)
-        subprocess.run(
-            [str(BIN / "podgraft"), "certs", "generate", "--out", str(work / "certs")],
-            check=True,
-            capture_output=True,
-        )
+        certs = make_certs(work)
         body = work / "realistic.json"
         body.write_bytes(make_review(make_pod("realistic")))
         write_policies(work / "policies", 2)
         for _ in range(rounds):
             for name, hung in (("events off", False), ("events on, API hung", True)):
-                with podgraft(work / "certs", work / "policies", 1, events_hung=hung) as target:
+                with podgraft(certs, work / "policies", 1, events_hung=hung) as target:
                     wrk(target, body, seconds=2, connections=8, new_connections=False)  # warm-up
                     figures = {
                         str(rate): vegeta(tool, target, body, rate=rate, seconds=seconds, workdir=work)

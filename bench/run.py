@@ -18,14 +18,13 @@ import argparse
 import contextlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from report import Results, machine, table
-from runner import BIN, ROOT, Target, floor, podgraft, vegeta, wrk
+from runner import Target, floor, make_certs, podgraft, vegeta, vegeta_tool, wrk
 from scenarios import (
     POD_KINDS,
     POLICY_COUNTS,
@@ -52,20 +51,13 @@ def servers(
 
 def run(quick: bool) -> Results:
     seconds = 3 if quick else 10
-    tool = subprocess.run(
-        [str(ROOT / "hack" / "vegeta" / "build.sh")], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    tool = vegeta_tool()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `make bench` installs it (apt-get install wrk)")
     results = Results(machine=machine())
     with tempfile.TemporaryDirectory(prefix="podgraft-bench-") as tmp:
         work = Path(tmp)
-        subprocess.run(
-            [str(BIN / "podgraft"), "certs", "generate", "--out", str(work / "certs")],
-            check=True,
-            capture_output=True,
-        )
-        certs = work / "certs"
+        certs = make_certs(work)
         bodies = {kind: work / f"{kind}.json" for kind in POD_KINDS}
         for kind, path in bodies.items():
             path.write_bytes(make_review(make_pod(kind)))

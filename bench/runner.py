@@ -76,6 +76,23 @@ class Target:
         return result
 
 
+def vegeta_tool() -> str:
+    """The pinned vegeta, built by hack/vegeta/build.sh (cached)."""
+    build = subprocess.run(
+        [str(ROOT / "hack" / "vegeta" / "build.sh")], capture_output=True, text=True, check=True
+    )
+    return build.stdout.strip()
+
+
+def make_certs(work: Path) -> Path:
+    """A CA and serving certificate from `podgraft certs generate`, in `work/certs`."""
+    certs = work / "certs"
+    subprocess.run(
+        [str(BIN / "podgraft"), "certs", "generate", "--out", str(certs)], check=True, capture_output=True
+    )
+    return certs
+
+
 def wait_ready(port: int, ca: Path, path: str, timeout: float = 60) -> None:
     context = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + timeout
