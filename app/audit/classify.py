@@ -14,6 +14,9 @@ got the policy (`missing`), and names what was injected but no longer exists (`o
 | `missing` | asked for or matching now, never injected (webhook down, namespace opted in later, ...) |
 | `refused` | the webhook would not inject it now: outside its namespaceSelector, a conflict, no such policy |
 | `orphaned` | recorded as injected, but the policy no longer exists or no longer applies |
+
+A pod that has finished (phase `Succeeded` or `Failed`: a completed Job's pods, evicted pods) is not
+audited: it runs nothing, no restart changes it, and a Job's next pod is injected anew.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ State = Literal["current", "stale", "missing", "refused", "orphaned"]
 STATES: tuple[State, ...] = ("current", "stale", "missing", "refused", "orphaned")
 NEEDS_RESTART: tuple[State, ...] = ("stale", "missing")  # what `podgraft audit` exits 1 for
 MAX_CHANGES = 6
+FINISHED_PHASES = frozenset(["Succeeded", "Failed"])  # pods that run nothing any more
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,8 @@ def audit_pod(
     metadata = as_mapping(pod.get("metadata"))
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name") or "")
+    if as_mapping(pod.get("status")).get("phase") in FINISHED_PHASES:
+        return PodAudit(namespace, name, ())
     annotations = string_map(metadata.get("annotations"))
     recorded = read_status(annotations, config.status_annotation)
     selection = select_policies(
