@@ -204,16 +204,24 @@ def text(explanation: Explanation) -> str:
     ]
     if e.skipped:
         lines.append(f"  the whole pod is skipped: {e.skipped}")
-    width = max((len(p.policy) for p in e.policies), default=0)
-    verdict_width = max((len(p.verdict) for p in e.policies), default=0)
-    for line in e.policies:
+    concerned = [p for p in e.policies if p.verdict != "not selected"]
+    width = max((len(p.policy) for p in concerned), default=0)
+    verdict_width = max((len(p.verdict) for p in concerned), default=0)
+    pad = f"  {''.ljust(width)}  {''.ljust(verdict_width)}  "
+    for line in concerned:
         lines.append(
             f"  {line.policy.ljust(width)}  {line.verdict.ljust(verdict_width)}  {line.reason}".rstrip()
         )
         if line.state and line.state not in ("current", "missing"):
-            lines.append(f"  {''.ljust(width)}  {''.ljust(verdict_width)}  {line.state}")
+            lines.append(pad + line.state)
         if line.running:
-            lines.append(f"  {''.ljust(width)}  {''.ljust(verdict_width)}  its running pods: {line.running}")
+            lines.append(pad + f"its running pods: {line.running}")
+    others: dict[str, list[str]] = {}
+    for line in e.policies:
+        if line.verdict == "not selected":
+            others.setdefault(line.reason, []).append(line.policy)
+    for reason, names in others.items():
+        lines.append(f"  not selected: {', '.join(names)} ({reason})")
     if not e.policies and not e.skipped:
         lines.append("  no policy is requested by or matches this pod")
     lines += [f"  ! {warning}" for warning in e.warnings]
