@@ -322,8 +322,9 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         f"{owner.namespace} {owner}: {c.message}" for owner, c in checks.items() if c.verdict == "stop"
     ]
     if not args.yes or stopped:
-        notes = {t.owner: (checks[t.owner].message, runner.gate_now(t)) for t in plan.targets}
-        outcomes = (*report.planned(plan, checks), *report.settled(plan))
+        gates = {t.owner: runner.gate_now(t) for t in plan.targets}
+        notes = {t.owner: (checks[t.owner].message, gates[t.owner].message) for t in plan.targets}
+        outcomes = (*report.planned(plan, checks, gates), *report.settled(plan))
         why = f"the preflight failed, nothing was restarted: {stopped[0]}" if stopped else ""
         result = report.Report(
             plan, outcomes, dry_run=not args.yes or bool(stopped), stopped=why, notes=notes
@@ -332,6 +333,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         return EXIT_COULD_NOT_RUN if stopped else report.exit_code(result)
     finished, interrupted = _run_interruptibly(runner)
     progress.close()
+    events.write("\n")
     result = report.Report(plan, (*finished, *report.settled(plan)), dry_run=False, stopped=runner.stopping)
     _write(result, args.output)
     return EXIT_INTERRUPTED if interrupted else report.exit_code(result)

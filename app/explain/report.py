@@ -43,13 +43,15 @@ class PolicyLine:
     policy: str
     verdict: str  # injected, would be injected, refused, not selected, ...
     reason: str  # the engine's decision ("requested by podgraft.io/inject; injected: ...")
-    state: str = ""  # the audit's state (and detail) of the pod explained
+    state: str = ""  # the audit's state of the pod explained ("" when not selected)
+    detail: str = ""  # and what it found (what differs, what is missing, why refused)
     running: str = ""  # a workload's running pods: "2 current, 1 stale"
 
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
     subject: str  # "pod shop/web-7d9f8-a1b2c (owner Deployment/web)"
+    live: bool  # a running pod; else a pod template (what its next pods get)
     namespace: str
     namespace_labels: Mapping[str, str] | None
     opt_in: str  # the engine's view of the namespace
@@ -119,10 +121,16 @@ def explain(
     for name in [*states, *(n for n in reasons if n not in states)]:
         state = states.get(name)
         verdict = verdicts[state.state] if state is not None else "not selected"
-        detail = (
-            f"{state.state}: {state.detail}" if state and state.detail else (state.state if state else "")
+        lines.append(
+            PolicyLine(
+                name,
+                verdict,
+                reasons.get(name) or (state.detail if state else ""),  # skipped pods have no decision
+                state.state if state else "",
+                state.detail if state else "",
+                summary.get(name, ""),
+            )
         )
-        lines.append(PolicyLine(name, verdict, reasons.get(name, ""), detail, summary.get(name, "")))
     notes = [audit.note] if audit.note else []
     matches: tuple[WebhookMatch, ...] | None = None
     if webhooks is not None:
@@ -152,6 +160,7 @@ def explain(
         notes.append(admission_note)
     return Explanation(
         subject=subject,
+        live=live,
         namespace=namespace,
         namespace_labels=namespace_labels,
         opt_in=opt_in(namespace, namespace_labels, config),
@@ -212,8 +221,9 @@ def text(explanation: Explanation) -> str:
         lines.append(
             f"  {line.policy.ljust(width)}  {line.verdict.ljust(verdict_width)}  {line.reason}".rstrip()
         )
-        if line.state and line.state not in ("current", "missing"):
-            lines.append(pad + line.state)
+        shown = line.detail and line.detail != line.reason
+        if shown and (e.live or line.state != "missing"):  # a template's policies are all missing
+            lines.append(pad + f"{line.state}: {line.detail}")
         if line.running:
             lines.append(pad + f"its running pods: {line.running}")
     others: dict[str, list[str]] = {}
@@ -224,6 +234,8 @@ def text(explanation: Explanation) -> str:
         lines.append(f"  not selected: {', '.join(names)} ({reason})")
     if not e.policies and not e.skipped:
         lines.append("  no policy is requested by or matches this pod")
+    if e.live and (e.warnings or e.denial):
+        lines.append("  were this pod created now:")
     lines += [f"  ! {warning}" for warning in e.warnings]
     if e.denial:
         lines.append(f"  x the webhook would deny the pod: {e.denial}")
@@ -253,6 +265,7 @@ def as_data(explanation: Explanation) -> dict[str, Any]:
     e = explanation
     return {
         "subject": e.subject,
+        "live": e.live,
         "namespace": {"name": e.namespace, "labels": e.namespace_labels, "optIn": e.opt_in},
         "skipped": e.skipped or None,
         "policies": [

@@ -22,7 +22,7 @@ from app.audit.classify import NEEDS_RESTART
 from app.audit.owners import Owner
 from app.audit.report import AuditedPod
 
-MAX_DETAIL = 160
+MAX_DETAIL = 150
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,10 @@ class Plan:
         return [t for t in self.targets if t.owner.namespace == namespace]
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
 def by_owner(pods: Iterable[AuditedPod]) -> dict[Owner, Target]:
     """One `Target` per owner of audited pods: how many, and which policies are behind on how many."""
     counts: dict[Owner, Counter[tuple[str, str]]] = {}
@@ -74,7 +78,7 @@ def by_owner(pods: Iterable[AuditedPod]) -> dict[Owner, Target]:
         for state in pod.audit.policies:
             if state.state in NEEDS_RESTART:
                 found[(state.policy, state.state)] += 1
-                details.setdefault(pod.owner, f"{pod.audit.name}: {state.policy} {state.detail}"[:MAX_DETAIL])
+                details.setdefault(pod.owner, _short(f"{pod.audit.name}: {state.detail}"))
     return {
         owner: Target(
             owner,

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.rollout.disruption import Gate
 from app.rollout.plan import Plan, Target
 from app.rollout.runner import Event, Outcome, Preflight, Result
 
@@ -47,19 +48,18 @@ def settled(plan: Plan) -> list[Outcome]:
     ]
 
 
-def planned(plan: Plan, checks: Mapping[Any, Preflight]) -> list[Outcome]:
-    """A dry run's targets: `planned`, or what their preflight says."""
+def planned(plan: Plan, checks: Mapping[Any, Preflight], gates: Mapping[Any, Gate]) -> list[Outcome]:
+    """A dry run's targets: `planned`, or what their preflight or their PodDisruptionBudget says."""
     found = []
     for target in plan.targets:
-        check = checks.get(target.owner)
-        if check is None or check.verdict == "ok":
-            found.append(Outcome(target, "planned", target.why()))
+        check, gate = checks.get(target.owner), gates.get(target.owner)
+        if check is not None and check.verdict != "ok":
+            result: Result = "failed" if check.verdict == "stop" else "blocked"
+            found.append(Outcome(target, result, f"preflight: {check.message}"))
+        elif gate is not None and gate.verdict == "never":
+            found.append(Outcome(target, "blocked", gate.message))
         else:
-            found.append(
-                Outcome(
-                    target, "failed" if check.verdict == "stop" else "blocked", f"preflight: {check.message}"
-                )
-            )
+            found.append(Outcome(target, "planned", target.why()))
     return found
 
 
@@ -169,7 +169,8 @@ def text(report: Report) -> str:
                     preflight, disruption = notes.get(target.owner, ("", ""))
                     if outcome.result != "planned":
                         lines.append(f"       {outcome.result}: {outcome.reason}")
-                    elif preflight:
+                        continue
+                    if preflight:
                         lines.append(f"       preflight: {preflight}")
                     if disruption:
                         lines.append(f"       disruption: {disruption}")

@@ -36,7 +36,7 @@ from app.audit.classify import NEEDS_RESTART, PolicyState
 from app.audit.owners import Owner
 from app.engine.podview import as_mapping, string_map
 from app.explain.webhooks import WebhookMatch, pod_create_webhooks, selector_text
-from app.rollout.disruption import disruption_gate
+from app.rollout.disruption import Gate, disruption_gate
 from app.rollout.plan import Phase, Plan, Target, to_start, wave_finished
 from app.rollout.status import (
     cannot_progress,
@@ -50,6 +50,7 @@ from app.rollout.status import (
 
 Result = Literal["restarted", "current", "blocked", "failed", "not-started", "interrupted", "planned"]
 HTTP_FORBIDDEN, HTTP_NOT_FOUND = 403, 404
+IGNORE_HINT = " (--ignore-pdb restarts it anyway)"
 
 
 class ApiError(Exception):
@@ -291,19 +292,21 @@ class Runner:
         """Every target's preflight, before anything is restarted."""
         return {target.owner: self.preflight(target) for target in self.plan.targets}
 
-    def gate_now(self, target: Target) -> str:
+    def gate_now(self, target: Target) -> Gate:
         """What the disruption gate says now, for the plan (never waits)."""
         if self.options.ignore_pdb:
-            return "PodDisruptionBudgets ignored (--ignore-pdb)"
+            return Gate("allowed", "PodDisruptionBudgets ignored (--ignore-pdb)")
         try:
             workload = self.api.workload(target.owner)
             budgets = self.api.budgets(target.owner.namespace)
         except ApiError as exc:
-            return f"PodDisruptionBudgets cannot be read: {exc}"
+            return Gate("wait", f"PodDisruptionBudgets cannot be read: {exc}")
         gate = disruption_gate(budgets, _template_labels(workload or {}))
         if gate.verdict == "wait":
-            return f"{gate.message}: would wait up to {self.options.timeout:g}s"
-        return gate.message or "no PodDisruptionBudget selects its pods"
+            return Gate("wait", f"{gate.message}: would wait up to {self.options.timeout:g}s")
+        if gate.verdict == "never":
+            return Gate("never", gate.message + IGNORE_HINT)
+        return Gate("allowed", gate.message or "no PodDisruptionBudget selects its pods")
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -404,7 +407,7 @@ class Runner:
         if not self.options.ignore_pdb:
             gate = disruption_gate(self.api.budgets(owner.namespace), _template_labels(obj))
             if gate.verdict == "never":
-                self._finish(run, "blocked", f"{gate.message} (--ignore-pdb restarts it anyway)")
+                self._finish(run, "blocked", gate.message + IGNORE_HINT)
                 return
             if gate.verdict == "wait":
                 if self.clock() - run.since > self.options.timeout:
@@ -484,12 +487,12 @@ class Runner:
                 continue
             run = self._runs[owner]
             if run.state == "gate":
-                reason = "interrupted before its restart" + (f" ({run.message})" if run.message else "")
+                reason = "stopped before its restart" + (f" ({run.message})" if run.message else "")
             else:
                 target = f"-n {owner.namespace} {owner.ref()}"
                 last = run.message or "started"
                 reason = (
-                    f"interrupted during its rollout (restartedAt {run.stamp}; last: {last}); "
+                    f"stopped waiting during its rollout (restartedAt {run.stamp}; last: {last}); "
                     f"the controller carries on: kubectl rollout status {target}"
                 )
             self.outcomes[owner] = Outcome(

@@ -11,6 +11,7 @@ from app.audit.owners import Owner
 from app.cli import build_parser
 from app.cli.explain import parse_target
 from app.cli.rollout import duration
+from app.rollout.disruption import Gate
 from app.rollout.plan import Blocked, Plan, Target, waves
 from app.rollout.report import Report, as_data, event_line, exit_code, planned, progress_bar, settled, text
 from app.rollout.runner import Event, Outcome, Preflight
@@ -45,7 +46,7 @@ def test_the_dry_run_shows_the_order_why_each_and_what_is_left_alone() -> None:
     }
     report = Report(
         PLAN,
-        (*planned(PLAN, checks), *settled(PLAN)),
+        (*planned(PLAN, checks, {}), *settled(PLAN)),
         dry_run=True,
         notes={API: (checks[API].message, "PodDisruptionBudget api allows 1 disruption"), WEB: ("x", "")},
     )
@@ -85,9 +86,32 @@ def test_a_failed_preflight_in_the_plan_is_a_failure() -> None:
         API: Preflight("stop", "the webhook did not inject log-shipper: ..."),
         WEB: Preflight("blocked", "refused"),
     }
-    [api, web] = planned(PLAN, checks)
+    [api, web] = planned(PLAN, checks, {})
     assert (api.result, api.reason) == ("failed", "preflight: the webhook did not inject log-shipper: ...")
     assert (web.result, web.reason) == ("blocked", "preflight: refused")
+
+
+def test_a_budget_that_can_never_allow_a_disruption_is_blocked_in_the_plan_already() -> None:
+    ok = {API: Preflight("ok", "fine"), WEB: Preflight("ok", "fine")}
+    gates = {
+        API: Gate("never", "PodDisruptionBudget api can never allow a disruption"),
+        WEB: Gate("wait", "not now"),
+    }
+    [api, web] = planned(PLAN, ok, gates)
+    assert (api.result, api.reason) == ("blocked", "PodDisruptionBudget api can never allow a disruption")
+    assert web.result == "planned"
+    out = text(
+        Report(
+            PLAN,
+            (api, web),
+            dry_run=True,
+            notes={API: ("fine", gates[API].message), WEB: ("fine", "not now")},
+        )
+    )
+    assert (
+        "       blocked: PodDisruptionBudget api can never allow a disruption\n  2. shop deployment/web"
+        in out
+    )
 
 
 def test_the_json_document() -> None:

@@ -364,7 +364,7 @@ def test_an_interrupt_mid_rollout_reports_the_restart_and_how_far_it_got() -> No
     assert [o.result for o in outcomes] == ["interrupted", "not-started"]
     stamp = api.restarts[0][1]
     assert outcomes[0].restarted == stamp
-    assert outcomes[0].reason.startswith(f"interrupted during its rollout (restartedAt {stamp}; last: ")
+    assert outcomes[0].reason.startswith(f"stopped waiting during its rollout (restartedAt {stamp}; last: ")
     assert outcomes[0].reason.endswith(
         "the controller carries on: kubectl rollout status -n shop deployment/web"
     )
