@@ -9,6 +9,8 @@ from typing import Any
 
 from app.cluster.client import CALL_TIMEOUT, api_client, raw_json
 
+CLUSTER_SCOPED = frozenset(["namespaces", "mutatingwebhookconfigurations", "mutatingadmissionpolicies"])
+
 
 @dataclass(frozen=True, slots=True)
 class Need:
@@ -23,7 +25,10 @@ class Need:
 
     def text(self) -> str:
         resource = f"{self.resource}.{self.group}" if self.group else self.resource
-        where = f"in namespace {self.namespace}" if self.namespace else "in all namespaces"
+        if self.resource in CLUSTER_SCOPED:
+            where = "(cluster-wide)"
+        else:
+            where = f"in namespace {self.namespace}" if self.namespace else "in all namespaces"
         return f"{self.verb} {resource} {where}"
 
 

@@ -187,7 +187,13 @@ def test_podgraft_down_under_ignore_fails_the_preflight_and_restarts_nothing(
 def test_missing_permissions_are_named_before_anything_is_read(cluster: Cluster) -> None:
     kubeconfig = operator(cluster, "rollout-readonly")  # bound to nothing
     run = podgraft(kubeconfig, "rollout", "-A", "--yes")
-    assert run.code == 2
-    assert "error: missing permissions (see the README's RBAC for podgraft rollout):" in run.stderr
-    assert "  list pods in all namespaces (the audit)" in run.stderr
-    assert "  list configmaps in namespace podgraft (the policies in force)" in run.stderr
+    assert (run.code, run.stdout) == (2, "")
+    assert run.stderr == (
+        "warning: no permission to list jobs.batch in all namespaces: Job pods show the Job as owner\n"
+        "warning: no permission to list namespaces (cluster-wide): namespaces are taken as opted in\n"
+        "error: missing permissions (see the README's RBAC for podgraft rollout):\n"
+        "  list pods in all namespaces (the audit)\n"
+        "  list replicasets.apps in all namespaces (the owners of Deployments' pods)\n"
+        "  list configmaps in namespace podgraft (the policies in force)\n"
+        "  list configmaps in namespace node-policies (the policies in force)\n"
+    )
