@@ -15,8 +15,9 @@ got the policy (`missing`), and names what was injected but no longer exists (`o
 | `refused` | the webhook would not inject it now: outside its namespaceSelector, a conflict, no such policy |
 | `orphaned` | recorded as injected, but the policy no longer exists or no longer applies |
 
-A pod that has finished (phase `Succeeded` or `Failed`: a completed Job's pods, evicted pods) is not
-audited: it runs nothing, no restart changes it, and a Job's next pod is injected anew.
+A pod that has finished (phase `Succeeded` or `Failed`: a completed Job's pods, evicted pods) or is
+being deleted (`deletionTimestamp`: a rollout's old pods while they terminate) is not audited: it
+runs nothing or soon will not, no restart changes it, and a Job's next pod is injected anew.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def audit_pod(
     metadata = as_mapping(pod.get("metadata"))
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name") or "")
-    if as_mapping(pod.get("status")).get("phase") in FINISHED_PHASES:
+    if as_mapping(pod.get("status")).get("phase") in FINISHED_PHASES or metadata.get("deletionTimestamp"):
         return PodAudit(namespace, name, ())
     annotations = string_map(metadata.get("annotations"))
     recorded = read_status(annotations, config.status_annotation)

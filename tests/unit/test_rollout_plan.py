@@ -22,12 +22,13 @@ def _audited(version: str, pods: list[dict[str, Any]], replicasets: list[dict[st
 
 
 def _workloads() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The pods of the captured Deployment, StatefulSet and DaemonSet once rolled out, and a Job's pod."""
+    """The pods of the captured Deployment, StatefulSet and DaemonSet once rolled out (the old ones
+    still terminating among them), and a Job's pod."""
     pods: list[dict[str, Any]] = []
     replicasets: list[dict[str, Any]] = []
     for file in ("deployment", "statefulset", "daemonset"):
         final = stored(f"{file}-rollout.yaml")["final"]
-        pods += [p for p in final["pods"] if not p["metadata"].get("deletionTimestamp")]
+        pods += final["pods"]
         replicasets += final["replicasets"]
     return [*pods, stored("job-pod.yaml")], replicasets
 
@@ -53,6 +54,13 @@ def test_with_the_policy_they_were_injected_with_everything_is_current() -> None
     assert plan.targets == ()
     assert [t.owner.ref() for t in plan.current] == ["daemonset/agent", "deployment/web", "statefulset/db"]
     assert plan.waves == ()
+
+
+def test_pods_being_deleted_are_not_audited() -> None:
+    final = stored("deployment-rollout.yaml")["final"]
+    going = [p for p in final["pods"] if p["metadata"].get("deletionTimestamp")]
+    assert len(going) == 2, "the capture holds the old pods while they terminate"
+    assert _audited("v2", going, final["replicasets"]) == []
 
 
 def test_a_completed_jobs_pod_is_never_stale_nor_listed() -> None:
