@@ -449,26 +449,18 @@ class Runner:
         fresh = (
             new_pods(owner.kind, obj, pods, replicasets=replicasets, revisions=revisions) if observed else []
         )
-        for pod in fresh:
-            why = behind(self.judge(pod), run.target.policies)
-            if why:
-                name = as_mapping(pod.get("metadata")).get("name")
-                self._finish(
-                    run,
-                    "failed",
-                    f"new pod {name} is not current: {why}; pods are being created without the injection "
-                    "(Podgraft down under failurePolicy Ignore?)",
-                )
-                return
+        late = self._first_behind(fresh, run.target)
+        if late:
+            why = "; pods are being created without the injection (Podgraft down under failurePolicy Ignore?)"
+            self._finish(run, "failed", f"new {late}{why}")
+            return
         if status.done and observed:
             mine = owned_pods(owner.kind, obj, pods, replicasets)
-            for pod in mine:
-                why = behind(self.judge(pod), run.target.policies)
-                if why:
-                    name = as_mapping(pod.get("metadata")).get("name")
-                    self._finish(run, "failed", f"rollout complete, but pod {name} is not current: {why}")
-                    return
-            self._finish(run, "restarted", f"{status.message}; {len(mine)} pods current")
+            late = self._first_behind(mine, run.target)
+            if late:
+                self._finish(run, "failed", f"rollout complete, but {late}")
+            else:
+                self._finish(run, "restarted", f"{status.message}; {len(mine)} pods current")
             return
         if self.clock() - run.since > self.options.timeout:
             problem = pod_problems(fresh or pods)
@@ -480,6 +472,14 @@ class Runner:
             )
             return
         self._say(run, "progress", status.message)
+
+    def _first_behind(self, pods: Sequence[Mapping[str, Any]], target: Target) -> str:
+        """`pod NAME is not current: why` for the first of `pods` the audit finds behind, else ""."""
+        for pod in pods:
+            why = behind(self.judge(pod), target.policies)
+            if why:
+                return f"pod {as_mapping(pod.get('metadata')).get('name')} is not current: {why}"
+        return ""
 
     def _interrupt_all(self) -> None:
         for owner, phase in list(self._phases.items()):

@@ -144,46 +144,19 @@ def _wait(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
     return eventually(check, timeout=timeout, interval=0.5, what=what)
 
 
-def statefulset(
-    name: str, *, replicas: int, spec: Mapping[str, Any], strategy: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
+def workload(kind: str, name: str, *, spec: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """A StatefulSet or DaemonSet of pods asking for the stamp policy; `fields` go in its spec."""
+    template = {"metadata": {"labels": {"app": name}, "annotations": {INJECT: POLICY}}, "spec": dict(spec)}
+    return {
         "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
+        "kind": kind,
         "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": {INJECT: POLICY}},
-                "spec": dict(spec),
-            },
-        },
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template, **fields},
     }
-    if strategy:
-        body["spec"]["updateStrategy"] = dict(strategy)
-    return body
 
 
-def daemonset(
-    name: str, *, spec: Mapping[str, Any], strategy: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": name},
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": {INJECT: POLICY}},
-                "spec": dict(spec),
-            },
-        },
-    }
-    if strategy:
-        body["spec"]["updateStrategy"] = dict(strategy)
-    return body
+def statefulset(name: str, *, replicas: int, spec: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    return workload("StatefulSet", name, spec=spec, replicas=replicas, serviceName=name, **fields)
 
 
 def pdb(name: str, app: str, **rule: Any) -> dict[str, Any]:
@@ -228,9 +201,8 @@ def capture(cluster: Cluster) -> None:
     cluster.create(ns, deployment("web", replicas=2, spec=spec, inject=POLICY))
     cap.apps.create_namespaced_stateful_set(ns, statefulset("db", replicas=2, spec=spec))
     surge = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    cap.apps.create_namespaced_daemon_set(
-        ns, daemonset("agent", spec=spec, strategy=surge)
-    )  # old and new side by side
+    agent = workload("DaemonSet", "agent", spec=spec, updateStrategy=surge)  # old and new side by side
+    cap.apps.create_namespaced_daemon_set(ns, agent)
     cluster.wait_pods(ns, "web", count=2)
     cluster.wait_pods(ns, "db", count=2)
     cluster.wait_pods(ns, "agent", count=1)
@@ -283,7 +255,7 @@ def capture(cluster: Cluster) -> None:
     late["spec"]["progressDeadlineSeconds"] = 3
     cluster.create(ns, late)
     cap.apps.create_namespaced_stateful_set(
-        ns, statefulset("ondelete", replicas=1, spec=spec, strategy={"type": "OnDelete"})
+        ns, statefulset("ondelete", replicas=1, spec=spec, updateStrategy={"type": "OnDelete"})
     )
     cap.apps.create_namespaced_stateful_set(
         ns,
@@ -291,11 +263,11 @@ def capture(cluster: Cluster) -> None:
             "parted",
             replicas=2,
             spec=spec,
-            strategy={"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
+            updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
         ),
     )
     cap.apps.create_namespaced_daemon_set(
-        ns, daemonset("dsondelete", spec=spec, strategy={"type": "OnDelete"})
+        ns, workload("DaemonSet", "dsondelete", spec=spec, updateStrategy={"type": "OnDelete"})
     )
 
     def deadline_passed() -> dict[str, Any]:
