@@ -1,11 +1,15 @@
 """Audit one pod as it runs: per policy, is its injection current, stale, missing, refused or orphaned?
 
 It asks the webhook's own engine, never a second implementation: `select_policies` says which
-policies would apply to the pod now (requested or matching, namespace opt-in, `namespaceSelector`),
-and `injection_state` whether each one's injection is present in the pod and equal to what the
-policy renders for it now. The status annotation only tells which policies Podgraft recorded, with
-their hashes then: it separates a pod that carries an older version (`stale`) from one that never
-got the policy (`missing`), and names what was injected but no longer exists (`orphaned`).
+policies would apply to the pod (requested or matching, namespace opt-in, `namespaceSelector`), and
+`injection_state` whether each one's injection is present in the pod and equal to what the live
+policy renders for the pod **as it was admitted**: a controller-made pod had no name then (its
+templates saw the `generateName` prefix), and its labels and annotations may have changed since; the
+status annotation's `inputs` give the values the templates read then (`engine.inputs.admission_view`;
+without them, a generated name is taken for none). The status annotation also tells which policies
+Podgraft recorded, with their hashes then: it separates a pod that carries an older version (`stale`)
+from one that never got the policy (`missing`), and names what was injected but no longer exists
+(`orphaned`). Neither decides whether a policy is injected: the pod's contents do.
 
 | state | meaning |
 |---|---|
@@ -14,6 +18,7 @@ got the policy (`missing`), and names what was injected but no longer exists (`o
 | `missing` | asked for or matching now, never injected (webhook down, namespace opted in later, ...) |
 | `refused` | the webhook would not inject it now: outside its namespaceSelector, a conflict, no such policy |
 | `orphaned` | recorded as injected, but the policy no longer exists or no longer applies |
+| `unknown` | not current, and what the pod was admitted with cannot be rebuilt to tell why |
 
 A pod that has finished (phase `Succeeded` or `Failed`: a completed Job's pods, evicted pods) or is
 being deleted (`deletionTimestamp`: a rollout's old pods while they terminate) is not audited: it
@@ -28,16 +33,17 @@ from typing import Any, Literal
 
 import orjson
 
+from app.audit.changes import item_changes
 from app.engine.config import EngineConfig
-from app.engine.podview import as_list, as_mapping, string_map
+from app.engine.inputs import View, admission_view
+from app.engine.podview import as_mapping, string_map
 from app.engine.policyset import CompiledPolicy, PolicySet
 from app.engine.presence import InjectionState, injection_state
-from app.engine.render import RenderError
 from app.engine.select import requested_names, select_policies
-from app.engine.status import read_status
+from app.engine.status import read_inputs, read_status
 
-State = Literal["current", "stale", "missing", "refused", "orphaned"]
-STATES: tuple[State, ...] = ("current", "stale", "missing", "refused", "orphaned")
+State = Literal["current", "stale", "missing", "refused", "orphaned", "unknown"]
+STATES: tuple[State, ...] = ("current", "stale", "missing", "refused", "orphaned", "unknown")
 NEEDS_RESTART: tuple[State, ...] = ("stale", "missing")  # what `podgraft audit` exits 1 for
 MAX_CHANGES = 6
 FINISHED_PHASES = frozenset(["Succeeded", "Failed"])  # pods that run nothing any more
@@ -79,47 +85,23 @@ def status_problem(annotations: Mapping[str, str], key: str) -> str:
     return ""
 
 
-def _value(value: Any) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def container_changes(pod: Mapping[str, Any], rendered: Mapping[str, Any]) -> list[str]:
-    """What differs between the pod's containers and the same-named ones the policy renders now, field by
-    field for the fields the policy sets ("log-shipper image fluent-bit:3.1.9 -> fluent-bit:3.2.0")."""
-    spec = as_mapping(pod.get("spec"))
-    in_pod = {
-        c.get("name"): c
-        for group in ("initContainers", "containers")
-        for c in as_list(spec.get(group))
-        if isinstance(c, Mapping)
-    }
-    changes: list[str] = []
-    for group in ("initContainers", "sidecars", "containers"):
-        for wanted in rendered.get(group) or []:
-            have = in_pod.get(wanted.get("name"))
-            if have is None:
-                changes.append(f"{wanted.get('name')} not in the pod")
-                continue
-            for key, value in wanted.items():
-                if key == "name" or have.get(key) == value:
-                    continue
-                if key in ("command", "args") or not isinstance(
-                    value, list | dict
-                ):  # what reads as one value
-                    changes.append(f"{wanted['name']} {key} {_value(have.get(key))} -> {_value(value)}")
-    return changes[:MAX_CHANGES]
-
-
-def _what_differs(
-    pod: Mapping[str, Any], policy: CompiledPolicy, namespace: str, state: InjectionState
-) -> str:
-    try:
-        changes = container_changes(pod, policy.render(pod, namespace))
-    except RenderError:
-        changes = []
-    found = changes or [*state.conflicts, *state.missing]
+def _what_differs(pod: Mapping[str, Any], state: InjectionState) -> str:
+    """What the live policy would change in a pod that carries an earlier version."""
+    found: list[str] = []
+    for edit in state.edits:
+        found += item_changes(pod, edit)
+    found += state.conflicts
     return "; ".join(found[:MAX_CHANGES]) or "the pod differs from the policy"
+
+
+def _unknown_inputs(policy: CompiledPolicy, view: View) -> list[str]:
+    """The values this policy's templates read that the view could not rebuild."""
+    found = []
+    for field, key in view.unknown:
+        every, keys = policy.reads.keys(field)
+        if every or key in keys:
+            found.append(f"{field[:-1]} {key!r}")
+    return found
 
 
 def _classify(
@@ -127,8 +109,8 @@ def _classify(
     policy: CompiledPolicy,
     state: InjectionState,
     *,
-    namespace: str,
     recorded: str | None,
+    view: View,
 ) -> PolicyState:
     hashes = {"recorded_hash": recorded, "live_hash": policy.content_hash}
     if state.current:
@@ -139,8 +121,15 @@ def _classify(
         else:
             detail = ""
         return PolicyState(policy.name, "current", detail, **hashes)
+    unknown = _unknown_inputs(policy, view)
+    if recorded is not None and unknown:
+        detail = (
+            f"{', '.join(unknown)}, which its templates read, changed since admission and was recorded "
+            "only as a digest: what the pod was admitted with cannot be rendered again"
+        )
+        return PolicyState(policy.name, "unknown", detail, **hashes)
     if recorded is not None:
-        what = _what_differs(pod, policy, namespace, state)
+        what = _what_differs(pod, state)
         return PolicyState(policy.name, "stale", f"{recorded} -> {policy.content_hash}: {what}", **hashes)
     if state.conflicts:
         return PolicyState(policy.name, "refused", "; ".join(state.conflicts[:MAX_CHANGES]), **hashes)
@@ -164,18 +153,28 @@ def audit_pod(
         return PodAudit(namespace, name, ())
     annotations = string_map(metadata.get("annotations"))
     recorded = read_status(annotations, config.status_annotation)
+    view = admission_view(
+        pod, read_inputs(annotations, config.status_annotation), status_key=config.status_annotation
+    )
     selection = select_policies(
-        pod, namespace=namespace, namespace_labels=namespace_labels, policies=policies, config=config
+        view.pod, namespace=namespace, namespace_labels=namespace_labels, policies=policies, config=config
     )
     found: dict[str, PolicyState] = {}
     if selection.skip_reason is None:
         selected: Sequence[CompiledPolicy] = selection.policies
         for policy in selected:
             others = [other for other in selected if other is not policy]
-            state = injection_state(pod, policy, namespace=namespace, config=config, alongside=others)
-            found[policy.name] = _classify(
-                pod, policy, state, namespace=namespace, recorded=recorded.get(policy.name)
+            claimed = recorded.get(policy.name)
+            state = injection_state(
+                pod,
+                policy,
+                namespace=namespace,
+                config=config,
+                alongside=others,
+                view=view.pod,
+                claimed=claimed is not None,
             )
+            found[policy.name] = _classify(pod, policy, state, recorded=claimed, view=view)
         for decision in selection.decisions:
             if not decision.applied and decision.policy not in found and decision.policy not in recorded:
                 live = policies.by_name.get(decision.policy)

@@ -6,8 +6,9 @@ warnings, a denial if a required policy cannot be honoured, and one decision per
 
 Algorithm of `inject_pod`:
 1. drop `managedFields`; select the policies (`select.select_policies`);
-2. render each selected policy's templates against this pod; a render error drops that policy
-   with a warning, or denies the pod when the policy is required;
+2. render each selected policy's templates against this pod (never showing them Podgraft's own
+   status annotation); a render error drops that policy with a warning, or denies the pod when the
+   policy is required;
 3. apply the rendered policies, in selection order, to a copy of the pod (`mutate.mutate_pod`);
 4. diff the original against the copy (`patch.create_patch`).
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.config import EngineConfig
+from app.engine.inputs import without_status
 from app.engine.mutate import PolicyResult, mutate_ephemeral, mutate_pod
 from app.engine.patch import create_patch, without_managed_fields
 from app.engine.podsecurity import enforced_level, injection_warnings
@@ -42,9 +44,10 @@ class InjectionResult:
 
 
 def _render_all(
-    pod: Mapping[str, Any], namespace: str, policies: tuple[CompiledPolicy, ...]
+    pod: Mapping[str, Any], namespace: str, policies: tuple[CompiledPolicy, ...], config: EngineConfig
 ) -> tuple[list[tuple[CompiledPolicy, Mapping[str, Any]]], list[str], str | None, list[PolicyDecision]]:
     rendered: list[tuple[CompiledPolicy, Mapping[str, Any]]] = []
+    pod = without_status(pod, config.status_annotation)
     warnings: list[str] = []
     denial: str | None = None
     failed: list[PolicyDecision] = []
@@ -115,7 +118,7 @@ def inject_pod(
     original, selection = _select(pod, namespace, namespace_labels, policies, config, explain=explain)
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
-    rendered, warnings, denial, failed = _render_all(original, namespace, selection.policies)
+    rendered, warnings, denial, failed = _render_all(original, namespace, selection.policies, config)
     decisions = _replace_decisions(selection, failed)
     denial = selection.denial or denial
     all_warnings = [*selection.warnings, *warnings]
@@ -161,7 +164,7 @@ def graft_ephemeral(
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
     with_rules = tuple(p for p in selection.policies if not p.model.spec.ephemeral.is_empty())
-    rendered, warnings, denial, failed = _render_all(original, namespace, with_rules)
+    rendered, warnings, denial, failed = _render_all(original, namespace, with_rules, config)
     rules = [(policy, spec.get("ephemeral", {})) for policy, spec in rendered]
     decisions = _replace_decisions(selection, failed)
     mutated, outcome = mutate_ephemeral(original, old_pod, rules)

@@ -11,8 +11,9 @@ Each selected policy, in order, is planned against the pod as the policies befor
 - anything else is applied: items added, and (for a pod whose status names the policy) the items of
   an older version replaced by the live ones.
 
-The status annotation then lists the policies present and current, with their hashes; one the pod
-brought that says anything else is replaced (or removed, when no policy is present).
+The status annotation then lists the policies present and current, with their hashes, and the pod
+values their templates read that can change after admission (`inputs`); one the pod brought that
+says anything else is replaced (or removed, when no policy is present).
 
 The original pod is never modified. The mutated pod shares every subtree it does not change with
 the original (so the patch builder compares little), and each changed container, list or map is a
@@ -33,11 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from app.engine.config import EngineConfig
+from app.engine.inputs import NOTHING, admission_inputs, kept_inputs
 from app.engine.podview import as_list, as_mapping, copied_dict, copied_list, names
 from app.engine.policyset import CompiledPolicy
 from app.engine.presence import Edit, Plan, classic_helpers, plan_policy
 from app.engine.sidecars import sidecar_choice
-from app.engine.status import status_value
+from app.engine.status import read_inputs, status_value
 
 Pod = dict[str, Any]
 State = Literal["injected", "updated", "current", "conflict", "nothing"]
@@ -218,6 +220,12 @@ def _settle(
             f"{policy.content_hash}; updated to the live one"
         )
         return "updated"
+    if any(edit.replaces for edit in plan.edits):  # e.g. reinvoked after a later webhook changed a label
+        outcome.warnings.append(
+            f"podgraft: policy {name!r}: the pod holds it rendered for other values of the pod (a label "
+            "or annotation its templates read changed since); rendered again"
+        )
+        return "updated"
     outcome.warnings.append(
         f"podgraft: policy {name!r}: {status_key} lists it, but the pod does not contain it; injected"
     )
@@ -245,6 +253,7 @@ def mutate_pod(
     applied: list[Mapping[str, Any]] = []  # the rendered specs applied so far
     present: dict[str, str] = {}
     containers: list[str] = []
+    reads = NOTHING
     for policy, spec in rendered:
         if not policy.creates:
             outcome.results.append(PolicyResult(policy, "nothing", Plan(sidecar_choice(policy, config))))
@@ -261,9 +270,17 @@ def mutate_pod(
         applied.append(spec)
         present[policy.name] = policy.content_hash
         containers += _rendered_containers(spec)
+        reads |= policy.reads
         if state != "current":
             outcome.injected.append(policy)
-    _write_status(editor, config.status_annotation, status_value(present, containers) if present else None)
+    key = config.status_annotation
+    inputs: Mapping[str, Any] | None = admission_inputs(pod, reads, status_key=key)
+    if not outcome.injected and present == claims:  # the pod comes back as Podgraft left it
+        inputs = kept_inputs(
+            read_inputs(as_mapping(as_mapping(pod.get("metadata")).get("annotations")), key), inputs
+        )
+    status = status_value(present, containers, inputs) if present else None
+    _write_status(editor, key, status)
     return copy, outcome
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from app.engine.inputs import Reads, match_reads, template_reads
 from app.engine.render import RenderError, compile_tree, has_templates, pod_context, render_tree
 from app.policy.model import InjectionPolicy, LabelSelector, label_value_problem
 
@@ -31,6 +32,7 @@ class CompiledPolicy:
     content_hash: str
     templated: bool
     creates: bool  # injects something when a pod is created (not only `ephemeral` rules)
+    reads: Reads  # the pod values that change after admission which its templates or match rules read
 
     @property
     def required(self) -> bool:
@@ -102,6 +104,7 @@ def compile_policy(policy: InjectionPolicy, *, source: str) -> CompiledPolicy:
         content_hash=content_hash(policy),
         templated=has_templates(compiled),
         creates=any(raw.get(key) for key in INJECTED_AT_CREATION),
+        reads=template_reads(compiled) | match_reads(policy.spec.match),
     )
 
 

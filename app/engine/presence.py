@@ -472,6 +472,7 @@ class InjectionState:
     current: bool
     missing: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
+    edits: tuple[Edit, ...] = ()  # what applying the policy would add, or (claimed) replace
 
 
 def injection_state(
@@ -481,27 +482,35 @@ def injection_state(
     namespace: str,
     config: EngineConfig,
     alongside: Sequence[CompiledPolicy] = (),
+    view: Mapping[str, Any] | None = None,
+    claimed: bool = False,
 ) -> InjectionState:
-    """Is `policy`'s injection present in `pod` and equal to what the policy renders for it now?
+    """Is `policy`'s injection present in `pod` and equal to what the policy renders for it?
 
-    The status annotation plays no part. `alongside`: the other policies applied to the pod, whose
-    helpers are then not taken for app containers that lack this policy's env or mounts.
+    The status annotation plays no part in the comparison. `alongside`: the other policies applied
+    to the pod, whose helpers are then not taken for app containers that lack this policy's env or
+    mounts. `view`: the pod the templates render for (the audit passes the pod as it was admitted,
+    `inputs.admission_view`); by default `pod` itself. `claimed`: plan as for a pod whose status
+    names the policy, so that its same-named items that differ are edits that replace them (whose
+    differences the audit can name) instead of conflicts.
     """
+    shown = view if view is not None else pod
     try:
-        rendered = policy.render(pod, namespace)
+        rendered = policy.render(shown, namespace)
     except RenderError as exc:
         return InjectionState(policy.name, False, conflicts=(f"render error: {exc}",))
     others = []
     for other in alongside:
         try:
-            others.append((other, other.render(pod, namespace)))
+            others.append((other, other.render(shown, namespace)))
         except RenderError:
             continue
     helpers = classic_helpers([(policy, rendered), *others], config)
-    plan = plan_policy(pod, policy, rendered, config=config, helpers=helpers)
+    plan = plan_policy(pod, policy, rendered, config=config, claimed=claimed, helpers=helpers)
     return InjectionState(
         policy.name,
         plan.current,
         missing=tuple(edit.describe() for edit in plan.edits),
         conflicts=tuple(plan.conflicts),
+        edits=tuple(plan.edits),
     )

@@ -28,6 +28,7 @@ LIVE_VERDICTS = {
     "missing": "not injected",
     "refused": "refused",
     "orphaned": "injected, no longer applies",
+    "unknown": "injected, cannot tell",
 }
 TEMPLATE_VERDICTS = {
     "current": "already in the template",
@@ -35,6 +36,7 @@ TEMPLATE_VERDICTS = {
     "missing": "would be injected",
     "refused": "refused",
     "orphaned": "recorded, no longer applies",
+    "unknown": "cannot tell",
 }
 
 

@@ -101,8 +101,11 @@ def test_pod_with_only_generate_name_and_no_namespace_is_injected(e2e: E2E) -> N
     assert name != "worker-"
     assert injected(stored) == ["log-shipper"]
     sidecar = container(stored, "log-shipper", kind="initContainers")
-    # rendered at admission, before the name was generated: the prefix stands in for it
-    assert env_of(sidecar) == {"POD_NAME": "worker", "POD_NAMESPACE": ns}
+    # the pod's own name from the downward API (a template would see only the prefix at admission)
+    assert [e["valueFrom"]["fieldRef"] for e in sidecar["env"]] == [
+        {"apiVersion": "v1", "fieldPath": "metadata.name"},
+        {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+    ]
 
 
 # --- 3. selected by match rules -----------------------------------------------------------------------

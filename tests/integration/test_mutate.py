@@ -49,6 +49,12 @@ def web() -> dict[str, Any]:
     return load_pod()
 
 
+DOWNWARD_API = [
+    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+]
+
+
 def test_pod_create_returns_a_patch_that_yields_the_injected_pod(mutate: Mutate, web: dict[str, Any]) -> None:
     sent = copy.deepcopy(web)
     injected, response = patched_pod(mutate, web)
@@ -61,12 +67,9 @@ def test_pod_create_returns_a_patch_that_yields_the_injected_pod(mutate: Mutate,
     mesh, shipper, wait = inits
     assert mesh["restartPolicy"] == "Always", "mesh-proxy is a native sidecar"
     assert mesh["image"] == "envoyproxy/envoy:v1.31.2"
-    assert mesh["args"] == ["--service-node", "web.shop", "--service-cluster", "web"]
+    assert mesh["args"] == ["--service-node", "$(POD_NAME).$(POD_NAMESPACE)", "--service-cluster", "web"]
     assert shipper["restartPolicy"] == "Always", "sidecarMode auto with Kubernetes 1.29: native"
-    assert shipper["env"] == [
-        {"name": "POD_NAME", "value": "web"},
-        {"name": "POD_NAMESPACE", "value": "shop"},
-    ]
+    assert shipper["env"] == mesh["env"] == DOWNWARD_API
     assert "restartPolicy" not in wait, "a plain init container runs to completion"
     assert wait["args"] == ["until nc -z -w 2 postgres 5432; do echo waiting for database; sleep 2; done"]
 
@@ -112,15 +115,15 @@ def test_v1beta1_is_answered_in_v1beta1(mutate: Mutate, web: dict[str, Any]) -> 
 def test_controller_pod_without_name_or_namespace_uses_generate_name_and_request_namespace(
     mutate: Mutate,
 ) -> None:
-    obj = pod(annotations={"podgraft.io/inject": "log-shipper"}, namespace=None)
+    obj = pod(annotations={"podgraft.io/inject": "log-shipper,mesh-proxy"}, namespace=None)
     del obj["metadata"]["name"]
     obj["metadata"]["generateName"] = "web-7d9f6-"
     injected, _ = patched_pod(mutate, obj, namespace="orders")
-    (shipper,) = injected["spec"]["initContainers"]
-    assert shipper["env"] == [
-        {"name": "POD_NAME", "value": "web-7d9f6"},
-        {"name": "POD_NAMESPACE", "value": "orders"},
-    ]
+    shipper, mesh = injected["spec"]["initContainers"]
+    assert shipper["env"] == DOWNWARD_API, "the pod's own name comes from the downward API"
+    assert mesh["args"][-1] == "orders", "no app label: the namespace, from the request"
+    status = json.loads(injected["metadata"]["annotations"]["podgraft.io/status"])
+    assert status["inputs"]["labels"] == {"app": None}, "what the templates read, as they read it"
     assert "namespace" not in injected["metadata"], "the namespace is not written into the pod"
     for version in SCHEMA_VERSIONS:
         kubernetes_validate.validate(injected, version, strict=True)

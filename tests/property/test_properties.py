@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from app.admission.decide import decide
 from app.admission.review import parse_review
+from app.audit.classify import audit_pod
 from app.engine.config import EngineConfig
 from app.engine.presence import injection_state
 from app.engine.select import select_policies
@@ -36,6 +37,16 @@ PORTS = st.sampled_from([80, 8080, 9090, 15000])
 ENV_NAMES = st.sampled_from(["A", "LOG_DIR", "HTTP_PROXY", "MODE"])
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
 LABEL_VALUE = st.from_regex(r"\A[a-z0-9]([a-z0-9.-]{0,8}[a-z0-9])?\Z")
+TEMPLATES = st.sampled_from(
+    [
+        "{{ pod.name }}-{{ pod.namespace }}",
+        "{{ pod.generateName }}",
+        "{{ pod.labels.get('app', 'none') }}",
+        "{{ pod.annotations.get('example.com/select', 'unset') }}",
+        "{{ pod.labels | length }}",
+        "{{ pod.name }}.{{ pod.labels.app | default('x') }}",
+    ]
+)
 CONFIG = EngineConfig(never_namespaces=frozenset(["kube-system", "podgraft"]))
 STATUS = "podgraft.io/status"
 
@@ -128,10 +139,12 @@ def policies(draw: st.DrawFn, name: str) -> dict[str, Any]:
     if own_volumes and draw(st.booleans()):
         spec["volumeMounts"] = [{"name": own_volumes[0], "mountPath": draw(PATHS)}]
     if draw(st.booleans()):
-        spec["env"] = [{"name": draw(ENV_NAMES), "value": "{{ pod.name }}-{{ pod.namespace }}"}]
+        spec["env"] = [{"name": draw(ENV_NAMES), "value": draw(TEMPLATES)}]
     if draw(st.booleans()):
         spec["labels"] = {"injected-by": name, "app": draw(LABEL_VALUE)}
     spec["annotations"] = {"example.com/policy": name}
+    if draw(st.booleans()):
+        spec["annotations"]["example.com/from"] = draw(TEMPLATES)
     if draw(st.booleans()):
         spec["imagePullSecrets"] = [{"name": "creds"}]
     if draw(st.booleans()):
@@ -213,6 +226,76 @@ def test_a_pod_never_evades_a_required_policy_and_the_status_never_lies(
         )
         assert state.current, state
         assert recorded[name] == policies.by_name[name].content_hash
+
+
+GENERATED = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's generateName alphabet
+
+
+@st.composite
+def stored_changes(draw: st.DrawFn) -> list[tuple[str, str, str | None]]:
+    """What changes a pod's labels and annotations after admission: later webhooks, CNI plugins,
+    controllers, `kubectl label|annotate` (field, key, new value or None to remove)."""
+    keys = st.sampled_from(
+        [
+            ("labels", "app"),
+            ("labels", "team"),
+            ("annotations", "example.com/select"),
+            ("annotations", "cni/ip"),
+        ]
+    )
+    return [(*draw(keys), draw(st.one_of(st.none(), LABEL_VALUE))) for _ in range(draw(st.integers(0, 3)))]
+
+
+@given(
+    pod=pods(),
+    store=policy_sets(),
+    suffix=st.text(alphabet=GENERATED, min_size=5, max_size=5),
+    changes=stored_changes(),
+)
+def test_a_controller_made_pod_audited_as_stored_is_current(
+    pod: dict[str, Any], store: PolicyStore, suffix: str, changes: list[tuple[str, str, str | None]]
+) -> None:
+    """The webhook's result for a pod a controller created (no name, `generateName`), stored as the
+    apiserver stores it (named from the prefix, the API token mounted into every container) and
+    changed later, audits right away as `current` for every policy its status records."""
+    metadata = pod["metadata"]
+    metadata.pop("name", None)
+    metadata["generateName"] = metadata.get("generateName") or "web-"
+    response = _run(pod, store)
+    if not response["allowed"]:
+        return
+    stored = apply_patch(pod, decode_patch(response))
+    stored["metadata"]["name"] = stored["metadata"]["generateName"][:58] + suffix
+    stored["metadata"]["namespace"] = "shop"
+    for group in ("initContainers", "containers"):
+        for container in stored["spec"].get(group, []):
+            mount = {"name": "kube-api-access-" + suffix, "readOnly": True, "mountPath": TOKEN_PATH}
+            container.setdefault("volumeMounts", []).append(mount)
+    recorded = read_status(stored["metadata"].get("annotations") or {}, STATUS)
+    policies = store.current()
+    injected = {  # a label or annotation a policy sets: changing it is a real difference (unit tier)
+        (field, key)
+        for name in recorded
+        for field in ("labels", "annotations")
+        for key in getattr(policies.by_name[name].model.spec, field)
+    }
+    for field, key, value in changes:
+        values = stored["metadata"].setdefault(field, {})
+        if (field, key) in injected:
+            continue
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    result = audit_pod(stored, namespace_labels=None, policies=policies, config=CONFIG)
+    states = {s.policy: (s.state, s.detail) for s in result.policies}
+    event(f"recorded={len(recorded)} changes={len(changes)}")
+    for name in recorded:
+        assert states[name] == ("current", ""), states
+    assert not any(state == "stale" for state, _ in states.values()), states
+
+
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @given(pod=pods(), store=policy_sets(), image=st.sampled_from(["busybox:1.36", "evil:latest"]))

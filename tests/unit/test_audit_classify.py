@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.audit.classify import PodAudit, audit_pod, container_changes, status_problem
+from app.audit.classify import PodAudit, audit_pod, status_problem
 from app.engine.config import EngineConfig
 from app.engine.inject import inject_pod
 from app.engine.policyset import PolicySet
@@ -168,16 +168,3 @@ def test_opted_out_excluded_and_unconcerned_pods_have_nothing_to_audit() -> None
     excluded = asking()
     excluded["metadata"]["namespace"] = "kube-system"
     assert audit(excluded).policies == ()
-
-
-def test_container_changes_name_the_fields_that_differ() -> None:
-    item = pod(
-        "x", containers=[{"name": "s", "image": "a:1", "args": ["--x"], "env": [{"name": "A", "value": "1"}]}]
-    )
-    wanted = {
-        "sidecars": [{"name": "s", "image": "a:2", "args": ["--y"], "env": [{"name": "A", "value": "2"}]}]
-    }
-    assert container_changes(item, wanted) == ["s image a:1 -> a:2", 's args ["--x"] -> ["--y"]']
-    assert container_changes(item, {"containers": [{"name": "other", "image": "b"}]}) == [
-        "other not in the pod"
-    ]

@@ -201,7 +201,7 @@ def test_after_the_edit_the_same_pod_is_injected_but_stale() -> None:
     [line] = _explain(_running_pod(), "v2").policies
     assert line.verdict == "injected, stale"
     assert line.state == "stale"
-    assert line.detail.endswith(": container 'app' already sets env 'STAMP' differently")
+    assert line.detail.endswith(": env 'STAMP' in container 'app': value v1 -> v2")
     assert line.reason.startswith("requested by podgraft.io/inject; updated from version ")
 
 
