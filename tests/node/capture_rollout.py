@@ -1,6 +1,6 @@
 """Capture what the rollout and explain unit tests are fed, from the node tier's real apiserver and
-controllers: `sudo .venv/bin/python -m tests.node.capture_rollout` (about 3 minutes) rewrites
-tests/unit/rollout_stored/*.yaml.
+controllers: `sudo .venv/bin/python -m tests.node.capture_rollout` (42 s with the binaries cached)
+rewrites tests/unit/rollout_stored/*.yaml.
 
 Each workload (a Deployment, a StatefulSet, a DaemonSet) is created, restarted with the real
 `kubectl rollout restart`, and sampled while it rolls out: every distinct state of the object is
