@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from app.cli.common import EXIT_ERROR, EXIT_OK, err, read_manifests
+from app.cli.common import EXIT_ERROR, EXIT_OK, err, read_manifests, warn
 from app.cli.inject import _as_pod, _pod_template
 from app.cli.rollout import cluster_flags, first_line, live_audit
 
@@ -67,6 +68,65 @@ def _owner_of(api: Any, pod: Mapping[str, Any]) -> str:
     return str(resolve_owner(pod, parents))
 
 
+@dataclass(frozen=True)
+class _Subject:
+    title: str
+    namespace: str
+    pod: Mapping[str, Any]
+    live: bool  # a running pod, else a pod template
+    running: list[Any] = field(default_factory=list)  # a workload's running pods' audits
+
+
+class _NamespaceLabels:
+    """Each namespace's labels, read once (None when they cannot be read: Podgraft's own view)."""
+
+    def __init__(self, api: Any) -> None:
+        self.api, self.found = api, dict[str, Any]()
+
+    def __call__(self, namespace: str) -> Any:
+        from app.cluster.workloads import HTTP_FORBIDDEN
+        from app.rollout.runner import ApiError
+
+        if namespace not in self.found:
+            try:
+                self.found[namespace] = self.api.namespace_labels(namespace)
+            except ApiError as exc:
+                if exc.status != HTTP_FORBIDDEN:
+                    raise
+                warn(f"cannot list namespaces ({exc}): namespace {namespace}'s labels are unknown")
+                self.found[namespace] = None
+        return self.found[namespace]
+
+
+def _from_file(source: str, namespace: str) -> list[_Subject]:
+    subjects = []
+    for document in read_manifests(source):
+        found = _pod_template(document) if isinstance(document, dict) else None
+        if found is None:
+            continue
+        template, path = found
+        meta = document.get("metadata") or {}
+        where = str(meta.get("namespace") or namespace)
+        title = f"{document.get('kind')} {where}/{meta.get('name') or meta.get('generateName')} ({source})"
+        subjects.append(_Subject(title, where, _as_pod(document, template) if path else template, False))
+    return subjects
+
+
+def _from_cluster(
+    api: Any, live: Any, target: tuple[str, str], namespace: str, labels: Any
+) -> _Subject | None:
+    kind, name = target
+    obj = api.read(kind, namespace, name)
+    if obj is None:
+        return None
+    if kind == "Pod":
+        return _Subject(f"pod {namespace}/{name} (owner {_owner_of(api, obj)})", namespace, obj, True)
+    template, _ = _pod_template(obj) or ({}, ())
+    title = f"{kind.lower()} {namespace}/{name}: the pods its template makes"
+    running = _running(api, live, kind, obj, labels(namespace))
+    return _Subject(title, namespace, _as_pod(obj, template), False, running)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from app.cluster.client import context_namespace
     from app.cluster.workloads import Workloads
@@ -75,62 +135,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         live = live_audit(args, namespace_labels=False)
         api = Workloads(live.configuration)
-        default_namespace = args.namespace or context_namespace(live.settings.kubeconfig)
-        subjects: list[tuple[str, str, Mapping[str, Any], bool, list[Any]]] = []
-        labels_of: dict[str, Any] = {}
-
-        def labels(namespace: str) -> Any:
-            if namespace not in labels_of:
-                labels_of[namespace] = api.namespace_labels(namespace)
-            return labels_of[namespace]
-
+        labels = _NamespaceLabels(api)
+        namespace = args.namespace or context_namespace(live.settings.kubeconfig)
         if args.file is not None:
-            for document in read_manifests(args.file):
-                found = _pod_template(document) if isinstance(document, dict) else None
-                if found is None:
-                    continue
-                template, path = found
-                meta = document.get("metadata") or {}
-                namespace = str(meta.get("namespace") or default_namespace)
-                pod = _as_pod(document, template) if path else template
-                named = meta.get("name") or meta.get("generateName")
-                title = f"{document.get('kind')} {namespace}/{named} ({args.file})"
-                subjects.append((title, namespace, pod, False, []))
+            subjects = _from_file(args.file, namespace)
             if not subjects:
                 err(f"error: {args.file}: no Pod nor workload with a pod template")
                 return EXIT_ERROR
         else:
-            kind, name = args.target
-            obj = api.read(kind, default_namespace, name)
-            if obj is None:
-                err(f"error: {kind.lower()} {name!r} not found in namespace {default_namespace}")
+            found = _from_cluster(api, live, args.target, namespace, labels)
+            if found is None:
+                err(f"error: {args.target[0].lower()} {args.target[1]!r} not found in namespace {namespace}")
                 return EXIT_ERROR
-            if kind == "Pod":
-                title = f"pod {default_namespace}/{name} (owner {_owner_of(api, obj)})"
-                subjects.append((title, default_namespace, obj, True, []))
-            else:
-                template, _ = _pod_template(obj) or ({}, ())
-                title = f"{kind.lower()} {default_namespace}/{name}: the pods its template makes"
-                running = _running(api, live, kind, obj, labels(default_namespace))
-                subjects.append((title, default_namespace, _as_pod(obj, template), False, running))
+            subjects = [found]
         webhooks = api.webhooks()
         admission_policies, admission_note = api.admission_policies_listed()
         explanations = [
             explain(
-                pod,
-                subject=title,
-                namespace=namespace,
-                namespace_labels=labels(namespace),
+                subject.pod,
+                subject=subject.title,
+                namespace=subject.namespace,
+                namespace_labels=labels(subject.namespace),
                 policies=live.policies,
                 config=live.config,
-                live=is_live,
-                running=running,
+                live=subject.live,
+                running=subject.running,
                 webhooks=webhooks,
                 podgraft_configuration=args.webhook,
                 admission_policies=admission_policies,
                 admission_note=admission_note,
             )
-            for title, namespace, pod, is_live, running in subjects
+            for subject in subjects
         ]
     except Exception as exc:  # an API, kubeconfig or file error: one line, not a traceback
         err(f"error: {first_line(exc)}")

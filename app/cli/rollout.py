@@ -15,11 +15,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
 from app.cli.common import err, load_policies, settings_from, warn, without_server_flags
+
+if TYPE_CHECKING:  # the Kubernetes client is loaded only when a command runs against a cluster
+    from app.cluster.inventory import Inventory
+    from app.engine.config import EngineConfig
+    from app.engine.policyset import PolicySet
+    from app.settings import Settings
 
 EXIT_COULD_NOT_RUN = 2  # as `podgraft audit`: the cluster could not be read, permissions, preflight
 EXIT_INTERRUPTED = 130
@@ -71,18 +77,18 @@ def cluster_flags(parser: argparse.ArgumentParser) -> None:
 class Live:
     """What the audit's engine needs from the cluster."""
 
-    configuration: Any
-    settings: Any
-    config: Any  # EngineConfig
-    policies: Any  # PolicySet
+    configuration: Any  # the client's Configuration
+    settings: Settings
+    config: EngineConfig
+    policies: PolicySet
     namespace_labels: Mapping[str, Mapping[str, str]] | None
-    inventory: Any
+    inventory: Inventory
 
     def labels(self, namespace: str) -> Mapping[str, str] | None:
         return None if self.namespace_labels is None else self.namespace_labels.get(namespace)
 
 
-def live_settings(args: argparse.Namespace) -> Any:
+def live_settings(args: argparse.Namespace) -> Settings:
     overrides = {"policy_namespaces": args.policy_namespaces} if args.policy_namespaces else {}
     return settings_from(args, **overrides)
 
