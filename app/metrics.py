@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.audit.census import Census
+from app.audit.classify import STATES
 from app.engine.policyset import PolicySet
 from app.sources.store import ErrorTracker
 
@@ -86,7 +87,7 @@ class CensusCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
             "podgraft_pods",
-            "Audited pods by policy and state (current|stale|missing|refused|orphaned)",
+            f"Audited pods by policy and state ({'|'.join(STATES)})",
             labels=["policy", "state"],
         )
         for (policy, state), count in sorted(self.census.counts().items()):

@@ -281,7 +281,11 @@ def create_app(
     """Build the app. Tests inject settings, a pre-filled store, sources and a certificate reloader."""
     metrics = Metrics()
     if store is None:
-        store = PolicyStore(max_bytes=settings.max_policy_bytes, on_change=metrics.policy_set_changed)
+        store = PolicyStore(
+            max_bytes=settings.max_policy_bytes,
+            kubernetes_version=settings.kubernetes_version,
+            on_change=metrics.policy_set_changed,
+        )
     rt = Runtime(
         settings=settings,
         store=store,

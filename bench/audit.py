@@ -9,7 +9,9 @@ whose wall time and peak RSS (from `wait4`) are reported:
 - through the API: the pods are created in a real kube-apiserver and etcd on loopback (the e2e
   tier's, built from the pinned modules) and `podgraft audit -A --kubeconfig ...` lists them page by
   page, as in a cluster;
-- from a file: the same objects as one `kubectl get rs,pods -A -o json` List, `podgraft audit -f`.
+- from a file: the same objects as the pinned kubectl prints them from that apiserver (`kubectl get
+  namespaces,replicasets,pods -A -o json`, and `-o yaml`: pods as stored, with managedFields),
+  `podgraft audit -f` on each (with `--no-api`, the built objects written as kubectl would).
 Last, in this process, the same pods go through the server's census (`app.audit.census`) the way
 its pod watch feeds it, and `tracemalloc` tells what the records keep once the pods are gone.
 """
@@ -22,6 +24,7 @@ import copy
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,6 +68,7 @@ spec:
       command: ["sh", "-c", "until nc -z postgres 5432; do sleep 1; done"]
 """
 LIVE_TAG, OLD_TAG = "3.2.0", "3.1.9"
+OPTED_IN = {"podgraft.io/injection": "enabled"}
 
 
 def policy_set(tag: str, directory: Path | None = None) -> Any:
@@ -216,27 +220,56 @@ def run_cli(source: list[str], policies: Path) -> dict[str, Any]:
     }
 
 
-def through_the_api(objects: list[dict[str, Any]], work: Path, policies: Path) -> dict[str, Any]:
-    """Create the namespaces, ReplicaSets and pods in a real apiserver, then audit them from there."""
+DUMP = ("get", "namespaces,replicasets,pods", "-A", "-o")
+
+
+def namespace_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = sorted({o["metadata"]["namespace"] for o in objects})
+    labels = {"podgraft.io/injection": "enabled"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}} for n in names
+    ]
+
+
+def through_the_api(
+    objects: list[dict[str, Any]], work: Path, policies: Path
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Create the namespaces, ReplicaSets and pods in a real apiserver, audit them from there, and
+    dump them with kubectl as JSON and YAML."""
     from tests.e2e.controlplane import ControlPlane
 
-    plane = ControlPlane.start(work / "controlplane")
+    plane = ControlPlane.start(work / "controlplane", binaries=("kubectl",))
     try:
         api = plane_client(plane.admin_kubeconfig)
         started = time.perf_counter()
-        namespaces = sorted({o["metadata"]["namespace"] for o in objects})
-        for namespace in namespaces:
-            api.core.create_namespace(
-                {"metadata": {"name": namespace, "labels": {"podgraft.io/injection": "enabled"}}}
-            )
+        for namespace in namespace_objects(objects):
+            api.core.create_namespace({"metadata": namespace["metadata"]})
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(api.create, objects))
         created = time.perf_counter() - started
         figures = run_cli(["-A", "--kubeconfig", str(plane.admin_kubeconfig)], policies)
         figures["objects_created_in_seconds"] = round(created, 1)
-        return figures
+        files = {}
+        for ending in ("json", "yaml"):
+            files[ending] = work / f"dump.{ending}"
+            with files[ending].open("w") as out:
+                kubectl = [str(plane.binaries["kubectl"]), f"--kubeconfig={plane.admin_kubeconfig}"]
+                subprocess.run([*kubectl, *DUMP, ending], stdout=out, check=True, timeout=600)
+        return figures, files
     finally:
         plane.stop()
+
+
+def write_dumps(objects: list[dict[str, Any]], work: Path) -> dict[str, Path]:
+    """The built objects as kubectl prints a List of them (without an apiserver's additions)."""
+    import yaml
+
+    listed = {"apiVersion": "v1", "items": [*namespace_objects(objects), *objects], "kind": "List"}
+    files = {"json": work / "dump.json", "yaml": work / "dump.yaml"}
+    files["json"].write_text(json.dumps(listed, indent=4))
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    files["yaml"].write_text(yaml.dump(listed, Dumper=dumper, default_flow_style=False))
+    return files
 
 
 class plane_client:
@@ -279,7 +312,8 @@ def census_memory(objects: list[dict[str, Any]], live: Any) -> dict[str, Any]:
         {
             p["metadata"]["uid"]: item
             for p in pods
-            if (item := record(audit_pod(p, namespace_labels=None, policies=live, config=config))) is not None
+            if (item := record(audit_pod(p, namespace_labels=OPTED_IN, policies=live, config=config)))
+            is not None
         }
     )
     seconds = time.perf_counter() - started
@@ -300,21 +334,34 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-api", action="store_true", help="skip the run through a real apiserver")
+    parser.add_argument(
+        "--keep-dumps", type=Path, help="copy the dump files (and policies) to this directory"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="podgraft-audit-bench-") as tmp:
         work = Path(tmp)
         live = policy_set(LIVE_TAG, work / "policies")
         objects, made = build(args.pods, args.namespaces, live, policy_set(OLD_TAG))
-        pods_file = work / "pods.json"
-        pods_file.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
-        api = None if args.no_api else through_the_api(objects, work, work / "policies")
+        if args.no_api:
+            api, files = None, write_dumps(objects, work)
+        else:
+            api, files = through_the_api(objects, work, work / "policies")
+        if args.keep_dumps:
+            args.keep_dumps.mkdir(parents=True, exist_ok=True)
+            for path in [*files.values(), work / "policies" / "policies.yaml"]:
+                shutil.copy(path, args.keep_dumps / path.name)
         results = {
             "pods": args.pods,
             "namespaces": args.namespaces,
             "built": made,
-            "file_mib": round(pods_file.stat().st_size / 2**20, 1),
             "api": api,
-            "file": run_cli(["-f", str(pods_file)], work / "policies"),
+            **{
+                f"file_{ending}": {
+                    "file_mib": round(path.stat().st_size / 2**20, 1),
+                    **run_cli(["-f", str(path)], work / "policies"),
+                }
+                for ending, path in files.items()
+            },
             "census": census_memory(objects, live),
             "machine_cores": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d"),
@@ -324,14 +371,13 @@ def main() -> None:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
         return
     census = results["census"]
-    lines = [
-        f"{args.pods} pods in {args.namespaces} namespaces ({results['file_mib']} MiB of JSON), built {made}"
-    ]
-    for name in ("api", "file"):
+    lines = [f"{args.pods} pods in {args.namespaces} namespaces, built {made}"]
+    for name in ("api", "file_json", "file_yaml"):
         cli = results[name]
         if cli:
+            size = f", {cli['file_mib']} MiB" if "file_mib" in cli else ""
             lines.append(
-                f"podgraft audit ({name}): {cli['seconds']} s, peak RSS {cli['peak_rss_mib']} MiB,"
+                f"podgraft audit ({name}{size}): {cli['seconds']} s, peak RSS {cli['peak_rss_mib']} MiB,"
                 f" exit {cli['exit_code']}, states {cli['policy_states']}"
             )
     lines.append(

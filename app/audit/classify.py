@@ -19,6 +19,11 @@ from one that never got the policy (`missing`), and names what was injected but 
 | `refused` | the webhook would not inject it now: outside its namespaceSelector, a conflict, no such policy |
 | `orphaned` | recorded as injected, but the policy no longer exists or no longer applies |
 | `unknown` | not current, and what the pod was admitted with cannot be rebuilt to tell why |
+| `unknown` | or: what the namespace's labels decide (its opt-in, a `namespaceSelector`) while unknown |
+
+A pod whose namespace's labels are unknown (`namespace_labels=None`: a dump without its Namespace,
+no right to list Namespaces) is never called `missing`, `refused` by a `namespaceSelector` or
+`orphaned` by one on that unchecked assumption: those are `unknown`, with what they would be.
 
 A pod that has finished (phase `Succeeded` or `Failed`: a completed Job's pods, evicted pods) or is
 being deleted (`deletionTimestamp`: a rollout's old pods while they terminate) is not audited: it
@@ -28,7 +33,7 @@ runs nothing or soon will not, no restart changes it, and a Job's next pod is in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
@@ -138,6 +143,17 @@ def _classify(
     )
 
 
+def _unchecked(state: PolicyState, namespace: str, policies: PolicySet, selected: set[str]) -> PolicyState:
+    """`unknown` for a state the namespace's labels decided, when they are unknown (see the doc)."""
+    live = policies.by_name.get(state.policy)
+    scoped = live is not None and live.model.spec.namespace_selector is not None
+    scoped = scoped and state.policy not in selected
+    if state.state == "missing" or (state.state in ("refused", "orphaned") and scoped):
+        detail = f"namespace {namespace!r} not checked, its labels are unknown; if opted in: {state.state}"
+        return replace(state, state="unknown", detail=f"{detail}, {state.detail}")
+    return state
+
+
 def audit_pod(
     pod: Mapping[str, Any],
     *,
@@ -204,4 +220,8 @@ def audit_pod(
             live_hash=live.content_hash if live else None,
         )
     note = status_problem(annotations, config.status_annotation)
-    return PodAudit(namespace, name, tuple(found.values()), note)
+    states = tuple(found.values())
+    if namespace_labels is None and selection.skip_reason is None:
+        chosen = {policy.name for policy in selection.policies}
+        states = tuple(_unchecked(s, namespace, policies, chosen) for s in states)
+    return PodAudit(namespace, name, states, note)

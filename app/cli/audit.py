@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
+import difflib
 import sys
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import (
     EXIT_ERROR,
@@ -22,153 +20,278 @@ from app.cli.common import (
     warn,
     without_server_flags,
 )
+from app.cli.files import NESTED, FileError, Source
 
-EXIT_AUDIT_FAILED = 2  # the audit could not run (API, files); 1 means something is stale or missing
+if TYPE_CHECKING:
+    from app.audit.owners import ParentIndex
+    from app.audit.report import AuditedPod
+    from app.audit.selector import Selector
+    from app.engine.policyset import PolicySet
+    from app.settings import Settings
 
-
-_DECODER = json.JSONDecoder()
-_SPACE = re.compile(r"\s*")
-
-
-def _skip(text: str, at: int) -> int:
-    """Past the white space at `at`."""
-    match = _SPACE.match(text, at)
-    return match.end() if match else at
-
-
-def _expect(text: str, at: int, allowed: str) -> int:
-    """Past the white space and one of `allowed` (the one found is at the returned index - 1)."""
-    at = _skip(text, at)
-    if text[at : at + 1] not in tuple(allowed):
-        raise json.JSONDecodeError(f"expected one of {allowed!r}", text, at)
-    return at + 1
+EXIT_AUDIT_FAILED = 2  # the audit could not run (API, files, policies); 1 means something is stale or missing
+DUMP = "kubectl get namespaces,replicasets,jobs,pods -A -o yaml"
 
 
-def _json_objects(text: str) -> Iterator[Any]:
-    """The objects of a JSON document, decoded one at a time: a List's items (`kubectl get ... -o
-    json`) are yielded as they are read, so a dump of many pods is never held as objects all at once.
-    Any other document is yielded whole. Broken JSON raises `json.JSONDecodeError`."""
-    at = _skip(text, 0)
-    if text[at : at + 1] != "{":
-        yield _DECODER.decode(text)
-        return
-    other: dict[str, Any] = {}
-    listed = False
-    at = _skip(text, at + 1)
-    while text[at : at + 1] != "}":
-        key, at = _DECODER.raw_decode(text, at)
-        at = _skip(text, _expect(text, at, ":"))
-        if key == "items" and text[at : at + 1] == "[":
-            listed, at = True, _skip(text, at + 1)
-            while text[at : at + 1] != "]":
-                item, at = _DECODER.raw_decode(text, at)
-                yield item
-                at = _expect(text, at, ",]")
-                if text[at - 1] == "]":
-                    at -= 1
-                at = _skip(text, at)
-            at += 1
-        else:
-            other[key], at = _DECODER.raw_decode(text, at)
-        at = _expect(text, at, ",}")
-        if text[at - 1] == "}":
-            at -= 1
-        at = _skip(text, at)
-    if not listed:
-        yield other
+class Refused(Exception):
+    """The audit cannot run; each line of `problems` is printed as an error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
-def _file_objects(text: str) -> Iterator[dict[str, Any]]:
-    """Every object of a file's text: the items of Lists, decoded one at a time for JSON."""
-    documents = _json_objects(text) if text.lstrip().startswith("{") else yaml.safe_load_all(text)
-    for document in documents:
-        if isinstance(document, dict) and document.get("kind") == "List" and "items" in document:
-            yield from (item for item in document["items"] or [] if isinstance(item, dict))
-        elif isinstance(document, dict):
-            yield document
+@dataclass
+class _Listing:
+    """What the audit reads, wherever from, and what it has to say about it on stderr."""
+
+    pods: Iterable[Mapping[str, Any]]
+    parents: ParentIndex
+    namespace_labels: Callable[[str], Mapping[str, str] | None]
+    where: str  # "in dump.yaml", "in the cluster's listing"
+    hint: str  # how to get what was not there
+    notes: list[str] = field(default_factory=list)  # warnings about what was read
 
 
-@dataclass(frozen=True, slots=True)
-class _FileObjects:
-    parents: dict[tuple[str, str, str], tuple[str, str]]
-    namespaces: dict[str, dict[str, str]] | None  # labels, when the file holds Namespaces
+# --- from a file ------------------------------------------------------------------------------------
 
 
-def _owners_from_file(text: str) -> _FileObjects:
-    """The owners of ReplicaSets and Jobs and the Namespaces' labels, from manifests or
-    `kubectl get namespaces,replicasets,jobs,pods -A -o yaml|json` Lists (a first pass: the pods are
-    read again, one at a time, by the audit)."""
+@dataclass
+class _FileScan:
+    """One pass over a file: the Namespaces' labels, the ReplicaSets and Jobs, and the pods in scope
+    (`-n`, `-l`), each once, kept as JSON bytes (a tenth of their size as objects) until audited."""
+
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # labels, by Namespace
+    owned: dict[str, list[Mapping[str, Any]]] = field(default_factory=lambda: {"ReplicaSet": [], "Job": []})
+    pods: list[bytes] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    without_namespace: int = 0
+    duplicates: int = 0
+
+
+def _in_namespace(item: Mapping[str, Any], namespace: Callable[[], str]) -> Mapping[str, Any]:
+    """`item` with `metadata.namespace` set when it has none (a manifest, not an apiserver's object)."""
+    metadata = item.get("metadata") or {}
+    if not isinstance(metadata, dict) or metadata.get("namespace"):
+        return item
+    return {**item, "metadata": {**metadata, "namespace": namespace()}}
+
+
+def _scan(
+    source: Source, *, namespace: str | None, default: Callable[[], str], selector: Selector
+) -> _FileScan:
+    import orjson
+
+    from app.engine.podview import string_map
+
+    scan = _FileScan()
+    seen: set[tuple[str, str]] = set()
+    for found in source.objects():
+        kind = str(found.get("kind"))
+        scan.kinds[kind] += 1
+        metadata = found.get("metadata") or {}
+        if kind == "Namespace":
+            scan.namespaces[str(metadata.get("name"))] = string_map(metadata.get("labels"))
+            continue
+        if kind not in ("Pod", *scan.owned):
+            continue
+        item: Mapping[str, Any] = found
+        if not metadata.get("namespace"):
+            scan.without_namespace += 1
+            item = _in_namespace(found, default)
+            metadata = item["metadata"]
+        if kind != "Pod":
+            scan.owned[kind].append(item)
+        elif (namespace is None or metadata["namespace"] == namespace) and selector.matches(
+            string_map(metadata.get("labels"))
+        ):
+            if metadata.get("name"):
+                key = (str(metadata["namespace"]), str(metadata["name"]))
+                if key in seen:
+                    scan.duplicates += 1
+                    continue
+                seen.add(key)
+            scan.pods.append(orjson.dumps(item, default=str, option=orjson.OPT_NON_STR_KEYS))
+    return scan
+
+
+def _from_file(args: argparse.Namespace, settings: Settings, selector: Selector) -> _Listing:
+    import orjson
+
     from app.audit.owners import parent_index
 
-    by_kind: dict[str, list[dict[str, Any]]] = {"Namespace": [], "ReplicaSet": [], "Job": []}
-    for item in _file_objects(text):
-        if item.get("kind") in by_kind:
-            by_kind[str(item["kind"])].append(item)
-    namespaces = {
-        str((ns.get("metadata") or {}).get("name")): dict((ns.get("metadata") or {}).get("labels") or {})
-        for ns in by_kind["Namespace"]
+    source = Source(args.file)
+    defaults: list[str] = []
+
+    def default() -> str:
+        if not defaults:
+            defaults.append(args.namespace or _context_namespace(settings))
+        return defaults[0]
+
+    scan = _scan(source, namespace=args.namespace, default=default, selector=selector)
+    parents = {
+        **parent_index(scan.owned["ReplicaSet"], "ReplicaSet"),
+        **parent_index(scan.owned["Job"], "Job"),
     }
-    parents = {**parent_index(by_kind["ReplicaSet"], "ReplicaSet"), **parent_index(by_kind["Job"], "Job")}
-    return _FileObjects(parents, namespaces or None)
+    pods = (orjson.loads(scan.pods.pop()) for _ in range(len(scan.pods)))  # each freed once read
+    listing = _Listing(pods, parents, scan.namespaces.get, f"in {source.name}", f" (dump them too: {DUMP})")
+    if not scan.kinds["Pod"]:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(scan.kinds.items()))
+        what = f"its objects: {kinds}" if kinds else "it holds no objects"
+        listing.notes.append(f"no pods in {source.name} ({what})")
+    if scan.without_namespace:
+        why = "-n" if args.namespace else "the kubeconfig context's namespace"
+        listing.notes.append(
+            f"{source.name}: {scan.without_namespace} object(s) without metadata.namespace (a manifest,"
+            f" not an apiserver's dump) are taken to be in namespace {default()!r} ({why})"
+        )
+    if scan.duplicates:
+        listing.notes.append(
+            f"{source.name}: {scan.duplicates} duplicate pod(s) dropped (the same namespace and name"
+            " more than once): each pod is audited once"
+        )
+    return listing
+
+
+def _context_namespace(settings: Settings) -> str:
+    """Where `kubectl apply -f` puts an object without a namespace: the kubeconfig context's, or `default`."""
+    from app.cluster.client import context_namespace
+
+    return context_namespace(settings.kubeconfig)
+
+
+# --- from the cluster ---------------------------------------------------------------------------------
+
+
+def _from_cluster(args: argparse.Namespace, settings: Settings, inventory: Any) -> _Listing:
+    namespace = None if args.all_namespaces else args.namespace or _context_namespace(settings)
+    labels = inventory.namespace_labels()
+    return _Listing(
+        inventory.pods(namespace, args.selector),
+        inventory.parents(namespace),
+        (lambda _namespace: None) if labels is None else labels.get,
+        "in the cluster's listing",
+        "",
+    )
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+
+def _policies(args: argparse.Namespace, settings: Settings, inventory: Any) -> PolicySet:
+    """The policies in force; `Refused` naming every file or ConfigMap key that does not load: the
+    audit would judge the pods against a policy set the webhook does not run."""
+    if args.policies is not None:
+        store, errors = load_policies(args.policies, max_bytes=settings.max_policy_bytes)
+        policies, where = store.current(), {key: f"policy file {args.policies / key}" for key in errors}
+    else:
+        policies, errors = inventory.policies(
+            settings.watched_policy_namespaces(),
+            settings.policy_label,
+            max_bytes=settings.max_policy_bytes,
+        )
+        where = {key: f"policy {key}" for key in errors}
+    if errors:
+        problems = [f"{where[key]}: {message}" for key, message in sorted(errors.items())]
+        problems.append(
+            f"{len(errors)} policy source(s) do not load: the audit would judge pods against policies the"
+            " webhook does not run; fix them first (podgraft policy validate)"
+        )
+        raise Refused(problems)
+    return policies
+
+
+def _check_policy_name(name: str | None, policies: PolicySet, audited: Iterable[AuditedPod]) -> None:
+    """`--policy NAME` names a policy in force or one recorded in a pod (an orphan); else `Refused`."""
+    if name is None:
+        return
+    known = set(policies.by_name) | {s.policy for pod in audited for s in pod.audit.policies}
+    if name not in known:
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise Refused([f"--policy {name!r}: no such policy in force, and none recorded in a pod{hint}"])
+
+
+def _notes(listing: _Listing, audited: list[AuditedPod]) -> list[str]:
+    """What stderr says about what the audit could not know."""
+    notes = list(listing.notes)
+    unchecked = sorted(
+        {pod.audit.namespace for pod in audited if listing.namespace_labels(pod.audit.namespace) is None}
+    )
+    if unchecked:
+        shown = ", ".join(unchecked[:5]) + (f" and {len(unchecked) - 5} more" if len(unchecked) > 5 else "")
+        notes.append(
+            f"no Namespace {listing.where} for {shown}: their opt-in and namespaceSelectors were not checked,"
+            f" so what would be missing there is `unknown`{listing.hint}"
+        )
+    unlisted = sum(1 for pod in audited if not pod.owner.listed)
+    if unlisted:
+        notes.append(
+            f"{unlisted} pod(s) are owned by ReplicaSets or Jobs not found {listing.where}: what owns those"
+            f" is unknown{listing.hint}"
+        )
+    return notes
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> tuple[list[AuditedPod], list[str]]:
+    from app.admission.engine import engine_config
+    from app.audit import report
+    from app.audit.selector import SelectorError, parse_selector
+
+    try:
+        selector = parse_selector(args.selector or "")
+    except SelectorError as exc:
+        raise Refused([f"-l {args.selector!r}: {exc}"]) from None
+    inventory = None
+    if args.policies is None or args.file is None:  # the cluster is asked for what no file gives
+        from app.cluster.client import load_configuration
+        from app.cluster.discovery import discover_version
+        from app.cluster.inventory import Inventory
+
+        configuration = load_configuration(settings.kubeconfig)
+        inventory = Inventory(configuration, warn)
+        if "kubernetes_version" not in settings.model_fields_set:
+            version = discover_version(configuration, deadline_seconds=10)
+            settings = settings.model_copy(update={"kubernetes_version": version})
+    policies = _policies(args, settings, inventory)
+    listing = (
+        _from_file(args, settings, selector)
+        if args.file is not None
+        else _from_cluster(args, settings, inventory)
+    )
+    audited = report.audit_pods(
+        listing.pods,
+        parents=listing.parents,
+        namespace_labels=listing.namespace_labels,
+        policies=policies,
+        config=engine_config(settings),
+    )
+    _check_policy_name(args.policy, policies, audited)
+    return report.only_policy(audited, args.policy), _notes(listing, audited)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from app.admission.engine import engine_config
     from app.audit import report
-    from app.audit.owners import ParentIndex
 
     overrides = {"policy_namespaces": args.policy_namespaces} if args.policy_namespaces else {}
     settings = settings_from(args, **overrides)
     try:
-        inventory = None
-        if args.policies is None or args.file is None:  # the cluster is asked for what no file gives
-            from app.cluster.client import context_namespace, load_configuration
-            from app.cluster.discovery import discover_version
-            from app.cluster.inventory import Inventory
-
-            configuration = load_configuration(settings.kubeconfig)
-            inventory = Inventory(configuration, warn)
-            if "kubernetes_version" not in settings.model_fields_set:
-                version = discover_version(configuration, deadline_seconds=10)
-                settings = settings.model_copy(update={"kubernetes_version": version})
-        if args.policies is not None:
-            store, errors = load_policies(args.policies, max_bytes=settings.max_policy_bytes)
-            policies = store.current()
-        else:
-            assert inventory is not None
-            policies, errors = inventory.policies(
-                settings.watched_policy_namespaces(),
-                settings.policy_label,
-                max_bytes=settings.max_policy_bytes,
-            )
-        for key, message in sorted(errors.items()):
-            warn(f"policy source {key} ignored: {message}")
-        labels: Mapping[str, Mapping[str, str]] | None = None
-        pods: Iterable[Mapping[str, Any]]
-        parents: ParentIndex
-        if args.file is not None:
-            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-            found = _owners_from_file(text)
-            pods = (item for item in _file_objects(text) if item.get("kind") == "Pod")
-            parents, labels = found.parents, found.namespaces
-        else:
-            assert inventory is not None
-            namespace = (
-                None if args.all_namespaces else args.namespace or context_namespace(settings.kubeconfig)
-            )
-            pods, parents = inventory.pods(namespace, args.selector), inventory.parents(namespace)
-            labels = inventory.namespace_labels()
-        audited = report.audit_pods(
-            pods,
-            parents=parents,
-            namespace_labels=(lambda _namespace: None) if labels is None else labels.get,
-            policies=policies,
-            config=engine_config(settings),
-        )
-    except Exception as exc:  # an API, kubeconfig or file error: one line, not a traceback
+        audited, notes = _audit(args, settings)
+    except Refused as exc:
+        for problem in exc.problems:
+            err(f"error: {problem}")
+        return EXIT_AUDIT_FAILED
+    except FileError as exc:
+        err(f"error: {exc}")
+        return EXIT_AUDIT_FAILED
+    except RecursionError:
+        err(f"error: {args.file or 'a pod'}: {NESTED}")
+        return EXIT_AUDIT_FAILED
+    except Exception as exc:  # an API or kubeconfig error: one line, not a traceback
         err(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
         return EXIT_AUDIT_FAILED
-    audited = report.only_policy(audited, args.policy)
+    for note in notes:
+        warn(note)
     sys.stdout.write(
         report.restart_plan(audited) if args.restart_plan else report.render(audited, args.output)
     )
@@ -180,13 +303,22 @@ def add_parser(commands: Any) -> None:
         "audit",
         help="which pods run a stale policy version or miss an injection (exit 1 if any)",
         description="Audit running pods with the webhook's engine: per pod and policy, current, stale, "
-        "missing, refused or orphaned. Exit 0 when nothing is stale or missing, 1 when something is, "
-        "2 when the audit could not run.",
+        "missing, refused, orphaned or unknown. Exit 0 when nothing is known to be stale or missing, 1 "
+        "when something is, 2 when the audit could not run (no cluster, a broken file or policy, a bad "
+        "flag).",
     )
     scope = audit.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", help="audit this namespace (default: the kubeconfig context's)")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        help="audit this namespace (default: the kubeconfig context's; with -f, every namespace of the file)",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="audit every namespace")
-    audit.add_argument("-l", "--selector", help="only pods with these labels (a label selector)")
+    audit.add_argument(
+        "-l",
+        "--selector",
+        help="only pods with these labels, as kubectl reads them: app=web,tier!=db, env in (a,b), !canary",
+    )
     audit.add_argument("--policy", help="only this policy's states")
     audit.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     audit.add_argument(
@@ -199,9 +331,7 @@ def add_parser(commands: Any) -> None:
         type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
         help="namespaces of the policy ConfigMaps in force (default: PODGRAFT_POLICY_NAMESPACES or podgraft)",
     )
-    audit.add_argument(
-        "-f", "--file", help="audit the pods in a file (`kubectl get pods,rs,jobs -A -o json`)"
-    )
+    audit.add_argument("-f", "--file", help=f"audit the pods in a file, or - for stdin (`{DUMP}`)")
     audit.add_argument("--kubernetes-version", help="what `sidecarMode: auto` compares with (default: asked)")
     audit.set_defaults(func=cmd_audit, sidecar_mode=None)
     without_server_flags(audit)

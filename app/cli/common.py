@@ -1,16 +1,11 @@
-"""What the `podgraft` commands share: messages, settings from flags, policy loading, manifests."""
+"""What the `podgraft` commands share: messages, settings from flags, policy loading (files: `files`)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import orjson
-import yaml
 
 from app.settings import Settings
 from app.sources.directory import read_directory
@@ -74,15 +69,3 @@ def load_policies(directory: Path, *, max_bytes: int) -> tuple[PolicyStore, dict
     store = PolicyStore(max_bytes=max_bytes)
     errors = store.replace_all(read_directory(directory))
     return store, errors
-
-
-def read_manifests(source: str) -> Iterator[Any]:
-    """The documents of a YAML (or JSON: `kubectl ... -o json`, parsed as such, 50x faster) file or stdin."""
-    data = sys.stdin.read().encode() if source == "-" else Path(source).read_bytes()
-    if data.lstrip()[:1] in (b"{", b"["):
-        with contextlib.suppress(orjson.JSONDecodeError):  # else YAML flow style: the YAML parser says
-            document = orjson.loads(data)
-            del data  # a 20 MB dump: its bytes are not kept while its objects are read
-            yield from document if isinstance(document, list) else [document]
-            return
-    yield from (d for d in yaml.safe_load_all(data.decode("utf-8")) if d is not None)

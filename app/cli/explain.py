@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from app.cli.common import EXIT_ERROR, EXIT_OK, err, read_manifests, warn
+from app.cli.common import EXIT_ERROR, EXIT_OK, err, warn
+from app.cli.files import Source
 from app.cli.inject import _as_pod, _pod_template
 from app.cli.rollout import cluster_flags, first_line, live_audit
 
@@ -100,9 +101,9 @@ class _NamespaceLabels:
 
 def _from_file(source: str, namespace: str) -> list[_Subject]:
     subjects = []
-    for document in read_manifests(source):
-        found = _pod_template(document) if isinstance(document, dict) else None
-        if found is None:
+    for document in Source(source).objects():  # a kind: List's items in its place
+        found = _pod_template(document)
+        if isinstance(found, str):  # not a Pod nor a workload with a pod template
             continue
         template, path = found
         meta = document.get("metadata") or {}
@@ -121,7 +122,8 @@ def _from_cluster(
         return None
     if kind == "Pod":
         return _Subject(f"pod {namespace}/{name} (owner {_owner_of(api, obj)})", namespace, obj, True)
-    template, _ = _pod_template(obj) or ({}, ())
+    found = _pod_template(obj)
+    template = {} if isinstance(found, str) else found[0]  # the API always returns the template
     title = f"{kind.lower()} {namespace}/{name}: the pods its template makes"
     running = _running(api, live, kind, obj, labels(namespace))
     return _Subject(title, namespace, _as_pod(obj, template), False, running)

@@ -10,15 +10,8 @@ from typing import Any, TextIO
 import jsonpatch
 import yaml
 
-from app.cli.common import (
-    EXIT_ERROR,
-    EXIT_OK,
-    engine_flags,
-    err,
-    load_policies,
-    read_manifests,
-    settings_from,
-)
+from app.cli.common import EXIT_ERROR, EXIT_OK, engine_flags, err, load_policies, settings_from
+from app.cli.files import NESTED, FileError, Source, is_list
 from app.engine.config import EngineConfig
 from app.engine.inject import InjectionResult, inject_pod
 from app.sources.store import PolicyStore
@@ -34,17 +27,26 @@ WORKLOAD_TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {
 }
 
 
-def _pod_template(document: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
-    """The pod (or pod template) inside a manifest, and where it sits; None for other kinds."""
-    if document.get("kind") == "Pod" and document.get("apiVersion") == "v1":
-        return document, ()
-    path = WORKLOAD_TEMPLATE_PATHS.get(str(document.get("kind")))
+def _pod_template(document: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]] | str:
+    """The pod (or pod template) inside a manifest, and where it sits; for other documents, why none."""
+    kind = document.get("kind")
+    if kind == "Pod":
+        if document.get("apiVersion") == "v1":
+            return document, ()
+        return f"apiVersion {document.get('apiVersion')!r} is not a Pod's (v1)"
+    path = WORKLOAD_TEMPLATE_PATHS.get(str(kind))
     if path is None:
-        return None
+        return "not a Pod or a workload with a pod template"
     node: Any = document
     for key in path:
         node = node.get(key) if isinstance(node, dict) else None
-    return (node, path) if isinstance(node, dict) else None
+    return (node, path) if isinstance(node, dict) else f"no pod template at {'.'.join(path)}"
+
+
+def _name(document: dict[str, Any]) -> str:
+    metadata = document.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    return f"{document.get('kind')}/{metadata.get('name') or metadata.get('generateName') or '?'}"
 
 
 def _as_pod(document: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
@@ -77,12 +79,32 @@ def inject_documents(
     namespace_labels: Mapping[str, str] | None,
     explain: TextIO | None,
 ) -> tuple[list[Any], list[str]]:
-    """Run every Pod and pod template through the webhook's engine. Returns documents and denials."""
+    """Run every Pod and pod template through the webhook's engine, the items of a `kind: List` too.
+    Returns documents and denials; `explain` also names what passed through untouched, and why."""
     output: list[Any] = []
     denials: list[str] = []
-    for document in documents:
-        found = _pod_template(document) if isinstance(document, dict) else None
-        if found is None:
+    for number, document in enumerate(documents, start=1):
+        if is_list(document):
+            items, more = inject_documents(
+                document["items"],
+                store=store,
+                config=config,
+                namespace=namespace,
+                namespace_labels=namespace_labels,
+                explain=explain,
+            )
+            output.append({**document, "items": items})
+            denials += more
+            continue
+        found = (
+            _pod_template(document)
+            if isinstance(document, dict)
+            else f"a {type(document).__name__}, not an object"
+        )
+        if isinstance(found, str):
+            if explain is not None:
+                what = _name(document) if isinstance(document, dict) else f"document {number}"
+                explain.write(f"{what}: passed through untouched ({found})\n")
             output.append(document)
             continue
         template, path = found
@@ -97,9 +119,7 @@ def inject_documents(
             config=config,
             explain=explain is not None,
         )
-        title = (
-            f"{document.get('kind')}/{meta.get('name') or meta.get('generateName') or '?'} (namespace {ns})"
-        )
+        title = f"{_name(document)} (namespace {ns})"
         if explain is not None:
             _explain(explain, title, result, opt_in_checked=namespace_labels is not None)
         if result.denial:
@@ -130,6 +150,13 @@ def _put_back(
     return result
 
 
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """libyaml's safe dumper when present; never an anchor: every object is written where it is."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _labels(pairs: Sequence[str]) -> dict[str, str]:
     labels = {}
     for pair in pairs:
@@ -146,22 +173,28 @@ def cmd_inject(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     try:
         store, errors = load_policies(settings.policy_dir, max_bytes=settings.max_policy_bytes)
-        documents = list(read_manifests(args.file))
         labels = _labels(args.namespace_label) if args.namespace_label else None
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+        source = Source(args.file)
+        documents = source.documents()
+    except (OSError, FileError, ValueError) as exc:  # a FileError names the file, and the line
         err(f"error: {exc}")
         return EXIT_ERROR
     for key, message in sorted(errors.items()):
-        err(f"warning: policy file {key} ignored: {message}")
-    output, denials = inject_documents(
-        documents,
-        store=store,
-        config=engine_config(settings),
-        namespace=args.namespace,
-        namespace_labels=labels,
-        explain=sys.stderr if args.explain else None,
-    )
-    yaml.safe_dump_all(output, sys.stdout, sort_keys=False, default_flow_style=False)
+        err(f"warning: policy file {settings.policy_dir / key} ignored: {message}")
+    try:
+        output, denials = inject_documents(
+            documents,
+            store=store,
+            config=engine_config(settings),
+            namespace=args.namespace,
+            namespace_labels=labels,
+            explain=sys.stderr if args.explain else None,
+        )
+        text = yaml.dump_all(output, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    except RecursionError:
+        err(f"error: {source.name}: {NESTED}")
+        return EXIT_ERROR
+    sys.stdout.write(text)
     for denial in denials:
         err(f"denied: {denial}")
     return EXIT_ERROR if denials else EXIT_OK

@@ -2,7 +2,7 @@
 
 One `ListWatch` per watched namespace; each posts its typed events to the event loop through a
 queue, so every change to the `PolicyStore` happens on one thread, in order. Each data key of each
-ConfigMap is one source key of the store (`configmap NS/NAME KEY`), compiled on its own: an edit
+ConfigMap is one source key of the store (`configmap NS/NAME key KEY`), compiled on its own: an edit
 recompiles that key alone. A rejected key is logged and reported once as a `PolicyRejected` Warning
 Event on its ConfigMap; the store keeps its last good version in force. Deleting a ConfigMap (or
 removing its label) removes its keys. The first full listing of every watched namespace (and of the
@@ -24,7 +24,7 @@ from app.cluster.client import api_client, describe
 from app.cluster.events import EventRecorder, ObjectRef, bounded_message
 from app.cluster.namespaces import NamespaceCache
 from app.cluster.watch import Changed, Listed, ListWatch, Sink, WatchEvent, kube_list_watch
-from app.sources.documents import SourceText
+from app.sources.documents import SourceText, configmap_source_key
 from app.sources.store import ErrorTracker, PolicyStore
 
 log = logging.getLogger("podgraft.cluster")
@@ -62,8 +62,8 @@ class PolicyConfigMap:
 
 
 def source_key(namespace: str, name: str, key: str) -> str:
-    """The store's key for one data key of one ConfigMap."""
-    return f"configmap {namespace}/{name} {key}"
+    """The store's key for one data key of one ConfigMap (as `podgraft policy validate` names it)."""
+    return configmap_source_key(namespace, name, key)
 
 
 class ConfigMapState:

@@ -95,7 +95,7 @@ INJECTED_AT_CREATION = (
 def compile_policy(policy: InjectionPolicy, *, source: str) -> CompiledPolicy:
     """Pre-parse templates and hash the policy. Raises `RenderError` on a template syntax error."""
     raw = policy.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    compiled = compile_tree(raw, parameters=policy.spec.parameters.keys())
+    compiled = compile_tree(raw, parameters=policy.spec.parameters)  # values: constants at load
     return CompiledPolicy(
         name=policy.metadata.name,
         source=source,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import difflib
 import typing
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -51,8 +52,11 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return path or "(document)"
 
 
-def format_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """One part per problem, each naming the field by its path in the document (`spec.sidecars[0].image`).
+def validation_problems(
+    error: ValidationError, model: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """One `(path, message)` per problem, the field named by its path in the document
+    (`spec.sidecars[0].image`).
 
     Unknown and invalid fields come first, "Field required" last, and an unknown field close to a
     known one says "did you mean ...?" (a `Field required` for the field it misspells is dropped).
@@ -67,7 +71,7 @@ def format_validation_error(error: ValidationError, model: type[BaseModel] | Non
             if close:
                 guesses[index] = close[0]
                 meant.add((*loc[:-1], close[0]))
-    parts: list[tuple[int, str]] = []
+    parts: list[tuple[int, tuple[str, str]]] = []
     for index, item in enumerate(items):
         loc = tuple(item["loc"])
         if item["type"] == "missing" and loc in meant:
@@ -75,8 +79,37 @@ def format_validation_error(error: ValidationError, model: type[BaseModel] | Non
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field" + (f"; did you mean {guesses[index]!r}?" if index in guesses else "")
-        parts.append((1 if item["type"] == "missing" else 0, f"{_path(loc)}: {message}"))
-    return "; ".join(text for _, text in sorted(parts, key=lambda part: part[0]))
+        parts.append((1 if item["type"] == "missing" else 0, (_path(loc), message)))
+    return [problem for _, problem in sorted(parts, key=lambda part: part[0])]
+
+
+Severity = Literal["error", "warning", "note"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a policy source: where it is (source, document, policy, field) and what.
+
+    An error keeps the source from being used; a warning is something that works but not as meant
+    (`podgraft policy validate --strict` fails on it); a note tells what was read or skipped.
+    """
+
+    message: str
+    source: str = ""  # "team/log.yaml", "configmap podgraft/log-shipper key log-shipper.yaml"
+    document: int | None = None  # 1-based, within the source's text
+    policy: str | None = None
+    field: str | None = None  # the path in the document: spec.sidecars[0].image
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        """Where and what, without the source (the store records messages by source)."""
+        parts = [
+            f"document {self.document}" if self.document is not None else "",
+            f"policy {self.policy!r}" if self.policy is not None else "",
+            self.field or "",
+            self.message,
+        ]
+        return ": ".join(part for part in parts if part)
 
 
 _KINDS = {

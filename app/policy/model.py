@@ -7,11 +7,12 @@ model and on plain dicts produced from it (`model_dump(by_alias=True, exclude_no
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.policy.messages import format_validation_error, kind_of
+from app.policy.messages import kind_of, validation_problems
 
 API_VERSION = "podgraft.io/v1alpha1"
 KIND = "InjectionPolicy"
@@ -25,6 +26,13 @@ _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 class PolicyError(ValueError):
     """A policy document that cannot be used, with the location of the problem."""
+
+    def __init__(
+        self, message: str, *, policy: str | None = None, fields: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message)
+        self.policy = policy  # the document's metadata.name, when it has one
+        self.fields = list(fields)  # (path, message) per problem, when the schema found them
 
 
 def label_value_problem(value: str) -> str | None:
@@ -338,14 +346,18 @@ def parse_policy(document: object) -> InjectionPolicy:
     if not isinstance(document, dict):
         raise PolicyError(f"expected a mapping (an InjectionPolicy document), got {kind_of(document)}")
     name = document.get("metadata", {}).get("name") if isinstance(document.get("metadata"), dict) else None
-    where = f"policy {name!r}: " if isinstance(name, str) else ""
+    policy = name if isinstance(name, str) else None
+    where = f"policy {policy!r}: " if policy is not None else ""
     missing = [key for key in ("apiVersion", "kind") if key not in document]
     if missing:  # not a policy at all: say so, instead of every field the schema would then miss
         raise PolicyError(
             f"{where}{' and '.join(missing)} missing: a policy document starts with "
-            f"apiVersion: {API_VERSION} and kind: {KIND}"
+            f"apiVersion: {API_VERSION} and kind: {KIND}",
+            policy=policy,
         )
     try:
         return InjectionPolicy.model_validate(document)
     except ValidationError as exc:
-        raise PolicyError(where + format_validation_error(exc, InjectionPolicy)) from None
+        fields = validation_problems(exc, InjectionPolicy)
+        message = "; ".join(f"{path}: {text}" for path, text in fields)
+        raise PolicyError(where + message, policy=policy, fields=fields) from None

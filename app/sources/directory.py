@@ -10,31 +10,34 @@ import asyncio
 import logging
 from pathlib import Path
 
-from app.policy.model import PolicyError
 from app.retry import Backoff
-from app.sources.documents import SourceText
+from app.sources.documents import SourceText, read_source
 from app.sources.store import PolicyStore
 
 log = logging.getLogger("podgraft.policy")
 
-POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+POLICY_SUFFIXES = (".yaml", ".yml", ".json")  # in any case: `.YAML` is read too
+
+
+def list_directory(directory: Path) -> tuple[list[Path], list[Path]]:
+    """The policy files under `directory` (recursively, hidden files and `..data` links skipped), and
+    the other files found there (not read: their suffix is not one of `POLICY_SUFFIXES`)."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"policy directory {directory} does not exist")
+    policies: list[Path] = []
+    others: list[Path] = []
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue  # Kubernetes volume internals (..data, ..2024_...) and editor files
+        (policies if path.suffix.lower() in POLICY_SUFFIXES else others).append(path)
+    return policies, others
 
 
 def read_directory(directory: Path) -> dict[str, SourceText]:
-    """Every policy file under `directory` (recursively, hidden files and `..data` links skipped)."""
-    if not directory.is_dir():
-        raise FileNotFoundError(f"policy directory {directory} does not exist")
-    texts: dict[str, SourceText] = {}
-    for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory)
-        if any(part.startswith(".") for part in relative.parts):
-            continue  # Kubernetes volume internals (..data, ..2024_...) and editor files
-        if path.suffix in POLICY_SUFFIXES and path.is_file():
-            try:
-                texts[str(relative)] = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                texts[str(relative)] = PolicyError(f"cannot read the file: {exc}")
-    return texts
+    """Every policy file under `directory`, by its path relative to it (see `list_directory`)."""
+    files, _others = list_directory(directory)
+    return {str(path.relative_to(directory)): read_source(path) for path in files}
 
 
 def load_directory(store: PolicyStore, directory: Path) -> dict[str, str]:

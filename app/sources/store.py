@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from app.engine.policyset import CompiledPolicy, PolicySet
 from app.policy.model import PolicyError
-from app.sources.documents import SourceText, compile_source
+from app.sources.documents import DEFAULT_KUBERNETES_VERSION, SourceText, compile_source
 
 
 class PolicyStore:
@@ -23,10 +23,12 @@ class PolicyStore:
         self,
         *,
         max_bytes: int = 1024 * 1024,
+        kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
         on_change: Callable[[PolicySet, dict[str, str]], None] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._max_bytes = max_bytes
+        self._kubernetes_version = kubernetes_version  # what injected objects are checked against
         self._good: dict[str, tuple[CompiledPolicy, ...]] = {}
         self._errors: dict[str, str] = {}  # by key: why its text was refused (last good kept)
         self._conflicts: dict[str, str] = {}  # by key: a policy name another key already defines
@@ -66,7 +68,10 @@ class PolicyStore:
                 try:
                     if isinstance(text, PolicyError):
                         raise text
-                    self._good[key] = tuple(compile_source(key, text, max_bytes=self._max_bytes))
+                    compiled = compile_source(
+                        key, text, max_bytes=self._max_bytes, kubernetes_version=self._kubernetes_version
+                    )
+                    self._good[key] = tuple(compiled)
                     self._errors.pop(key, None)
                 except PolicyError as exc:
                     errors[key] = str(exc)

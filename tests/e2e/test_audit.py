@@ -34,7 +34,13 @@ spec:
 
 def audit(e2e: E2E, *args: str) -> tuple[int, dict[str, Any]]:
     """`podgraft audit` as an admin runs it, with the cluster's policies; (exit code, JSON)."""
-    result = subprocess.run(
+    result = run_audit(e2e, *args)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def run_audit(e2e: E2E, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -54,8 +60,6 @@ def audit(e2e: E2E, *args: str) -> tuple[int, dict[str, Any]]:
         check=False,
         timeout=60,
     )
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode, json.loads(result.stdout)
 
 
 def states(report: dict[str, Any]) -> dict[str, str]:
@@ -152,3 +156,38 @@ def test_pods_admitted_while_podgraft_was_down_are_missing(e2e: E2E, stamp: str)
 
 def _equal(found: dict[str, float], wanted: dict[str, float]) -> None:
     assert found == wanted
+
+
+def test_a_label_selector_filters_in_the_cluster_as_in_a_dump(e2e: E2E, stamp: str) -> None:
+    for name, labels in (("front-1", {"tier": "front"}), ("back-1", {"tier": "back"}), ("plain-1", {})):
+        created = pod(name=name, annotations={INJECT: POLICY}, labels={"app": "shop", **labels})
+        e2e.kube.create_pod(stamp, created)
+    for selector, expected in (
+        ("tier", {"front-1", "back-1"}),
+        ("!tier", {"plain-1"}),
+        ("tier notin (front)", {"back-1", "plain-1"}),
+    ):
+        _, report = audit(e2e, "-n", stamp, "-l", selector)
+        assert set(states(report)) == expected, selector
+    bad = run_audit(e2e, "-n", stamp, "-l", "tier in front")
+    assert bad.returncode == 2
+    assert bad.stderr == "error: -l 'tier in front': expected '(' after 'in' or 'notin'\n"
+
+
+def test_a_policy_configmap_that_does_not_load_stops_the_audit(e2e: E2E, stamp: str) -> None:
+    broken = (
+        "apiVersion: podgraft.io/v1alpha1\nkind: InjectionPolicy\nmetadata: {name: broken}\n"
+        "spec:\n  sidecars: [{name: x}]\n"
+    )
+    e2e.kube.put_configmap(e2e.policy_namespace, "broken", {"broken.yaml": broken})
+    try:
+        result = run_audit(e2e, "-n", stamp)
+    finally:
+        e2e.kube.delete_configmap(e2e.policy_namespace, "broken")
+    assert (result.returncode, result.stdout) == (2, "")
+    first, last = result.stderr.splitlines()
+    assert first == (
+        f"error: policy configmap {e2e.policy_namespace}/broken broken.yaml: document 1: policy 'broken':"
+        " spec.sidecars[0].image: Field required"
+    )
+    assert last.startswith("error: 1 policy source(s) do not load")

@@ -69,13 +69,13 @@ def test_policy_configmap_edits_apply_live_and_a_broken_edit_keeps_the_last_good
     assert _edition(e2e, ns, "editable") == "v2"
     eventually(lambda: _check(_edition(e2e, ns, "neighbour") == "n2"), what="the neighbour key is loaded")
     errors = e2e.podgraft.readiness()["policyErrors"]
-    assert "spec.initContainerPosition" in errors[f"configmap {where}/editable editable.yaml"]
+    assert "spec.initContainerPosition" in errors[f"configmap {where}/editable key editable.yaml"]
     assert e2e.podgraft.ready()  # a rejected key does not make the server unready
 
     # repaired: the new version applies and the error is gone
     kube.put_configmap(where, "editable", {"editable.yaml": _policy("editable", "v4")})
     eventually(lambda: _check(_edition(e2e, ns, "editable") == "v4"), what="the repaired key is loaded")
-    assert f"configmap {where}/editable editable.yaml" not in e2e.podgraft.readiness()["policyErrors"]
+    assert f"configmap {where}/editable key editable.yaml" not in e2e.podgraft.readiness()["policyErrors"]
     # the key dropped from the ConfigMap took its policy with it
     eventually(lambda: _check(_edition(e2e, ns, "neighbour") is None), what="the removed key is unloaded")
 

@@ -60,6 +60,26 @@ INVALID_EDITS = [
         id="bad-policy-name",
     ),
     pytest.param(
+        lambda text: text.replace("busybox:1.36", "busybox:1.99").replace("memory: 32Mi", "memory: lots"),
+        "document 1: policy 'wait-for-db': spec.initContainers[0].resources.limits.memory: 'lots' is not a "
+        "quantity",
+        id="kubernetes-value",
+    ),
+    pytest.param(
+        lambda text: text.replace("busybox:1.36", "busybox:1.99").replace("runAsNonRoot", "runAsNonRooot"),
+        "document 1: policy 'wait-for-db': spec.initContainers[0].securityContext.runAsNonRooot: unknown "
+        "field in Kubernetes 1.29; did you mean 'runAsNonRoot'?",
+        id="kubernetes-schema",
+    ),
+    pytest.param(
+        lambda text: text.replace("busybox:1.36", "busybox:1.99").replace(
+            "{{ params.port }}", "{{ params.port % 1 }}"
+        ),
+        "document 1: policy 'wait-for-db': spec.initContainers[0].args[0]: '%' string formatting is not "
+        "allowed",
+        id="refused-template",
+    ),
+    pytest.param(
         lambda text: text.replace("busybox:1.36", "busybox:1.99") + "\n  broken: [unclosed\n",
         "not valid YAML",
         id="yaml-syntax",

@@ -111,9 +111,10 @@ def test_table_has_a_row_per_pod_and_policy_and_a_summary_line_per_policy() -> N
     assert lines[1].split()[:5] == ["shop", "web-1", "Deployment/web", "log-shipper", "current"]
     assert ["batch", "once-x", "Job/once", "log-shipper", "missing"] in [line.split()[:5] for line in lines]
     assert "detail of log-shipper; the podgraft.io/status annotation is not JSON" in text
-    assert lines[-2:] == [
+    assert lines[-3:] == [
         "policy log-shipper: 2 current, 2 missing, 1 refused (5 pods)",
         "policy mesh-proxy: 1 current, 1 stale (2 pods)",
+        "1 pod with a status annotation that cannot be read",
     ]
 
 
@@ -156,7 +157,7 @@ def test_restart_plan_restarts_one_owner_at_a_time_and_lists_the_others_apart() 
     ]
     assert "#   batch Job/once: log-shipper missing" in plan
     assert "cache" not in "\n".join(plan), "a refused policy is not fixed by a restart"
-    assert restart_plan([PODS[1]]) == "# every audited pod is current: nothing to restart\n"
+    assert restart_plan([PODS[1]]) == "# nothing is stale or missing: nothing to restart\n"
 
 
 # --- census -------------------------------------------------------------------------------------------

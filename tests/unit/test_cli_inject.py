@@ -371,3 +371,121 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert caught.value.code == 2
     capsys.readouterr()
+
+
+# --- what users really feed it: aliases, Lists, deep nesting, broken files ------------------------------
+
+LIST = ROOT / "tests" / "unit" / "apiserver_stored" / "audit" / "list.yaml"  # kubectl get ... -o yaml
+ANCHORED = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: two
+  annotations: {podgraft.io/inject: log-shipper}
+spec:
+  containers:
+  - name: a
+    image: x
+    env: &env
+    - {name: MODE, value: prod}
+    volumeMounts: &mounts
+    - {name: data, mountPath: /data}
+  - name: b
+    image: y
+    env: *env
+    volumeMounts: *mounts
+  volumes: [{name: data, emptyDir: {}}]
+"""
+
+
+def test_containers_sharing_a_yaml_anchor_get_the_policy_once_each(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "anchored.yaml"
+    manifest.write_text(ANCHORED)
+    code, [injected], err = inject(capsys, "-f", str(manifest))
+    assert code == 0, err
+    for container in injected["spec"]["containers"]:
+        assert [e["name"] for e in container["env"]] == ["MODE", "LOG_DIR"], container["name"]
+        assert [m["mountPath"] for m in container["volumeMounts"]] == ["/data", "/var/log/app"]
+    assert_valid_pod(injected)
+    capsys.readouterr()
+    main(["inject", "--policies", POLICIES, "-f", str(manifest)])
+    out = capsys.readouterr().out
+    assert "&" not in out, "no anchors in the output"
+    assert "*env" not in out
+    assert "*mounts" not in out
+
+
+def test_a_list_is_injected_item_by_item_and_stays_a_list(capsys: pytest.CaptureFixture[str]) -> None:
+    source = yaml.safe_load(LIST.read_text())
+    code, [document], err = inject(capsys, "-f", str(LIST), "--explain")
+    assert code == 0, err
+    assert [i["kind"] for i in document["items"]] == ["Deployment", "Deployment", "Service", "ConfigMap"]
+    assert {k: v for k, v in document.items() if k != "items"} == {
+        k: v for k, v in source.items() if k != "items"
+    }
+    api, web, service, configmap = document["items"]
+    assert names(api["spec"]["template"]["spec"]["initContainers"]) == ["log-shipper", "wait-for-db"]
+    assert names(web["spec"]["template"]["spec"]["initContainers"]) == ["log-shipper"]
+    assert (service, configmap) == tuple(source["items"][2:])
+    assert "Deployment/api (namespace shop):" in err.splitlines()
+    assert (
+        "Service/web: passed through untouched (not a Pod or a workload with a pod template)"
+        in err.splitlines()
+    )
+    assert (
+        "ConfigMap/kube-root-ca.crt: passed through untouched (not a Pod or a workload with a pod template)"
+        in err.splitlines()
+    )
+
+
+def test_explain_names_every_document_passed_through(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    documents = [
+        {"apiVersion": "v2", "kind": "Pod", "metadata": {"name": "p"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}},
+        ["a", "list"],
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump_all(documents)))
+    code, _, err = inject(capsys, "-f", "-", "--explain")
+    assert code == 0
+    assert err.splitlines() == [
+        "Pod/p: passed through untouched (apiVersion 'v2' is not a Pod's (v1))",
+        "Deployment/d: passed through untouched (no pod template at spec.template)",
+        "document 3: passed through untouched (a list, not an object)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param("kind: Pod\nspec: {x: " + "[" * 900 + "]" * 900 + "}\n", "nested too deeply", id="deep"),
+        pytest.param(
+            "kind: Pod\nx: " + "[" * 1200 + "]" * 1200,
+            "line 2, column 1003: while increasing flow level, exceeded maximum nesting depth",
+            id="deeper",
+        ),
+        pytest.param(
+            b"kind: Pod\nmetadata: {name: caf\xe9}\n", "not UTF-8 text: byte 0xe9 on line 2", id="latin-1"
+        ),
+        pytest.param(
+            '{"kind": "Pod", "metadata": {"name": "p"',
+            "not valid JSON: line 1, column 41: ",
+            id="truncated-json",
+        ),
+        pytest.param("kind: Pod\nmetadata: {name: [}\n", "not valid YAML: line 2, column 19: ", id="yaml"),
+    ],
+)
+def test_a_file_that_cannot_be_injected_is_one_line_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str | bytes, message: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    code = main(["inject", "--policies", POLICIES, "-f", str(bad)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    [line] = err.splitlines()
+    assert line.startswith(f"error: {bad}: ")
+    assert message in line

@@ -50,11 +50,14 @@ def test_state_delta_holds_only_changed_and_removed_keys() -> None:
     }
     assert state.upsert(cm("a", {"x": "1", "y": "2"}, rv="2")) == {}
     assert state.upsert(cm("a", {"x": "1b", "z": "3"})) == {
-        "configmap podgraft/a x": "1b",
-        "configmap podgraft/a y": None,
-        "configmap podgraft/a z": "3",
+        "configmap podgraft/a key x": "1b",
+        "configmap podgraft/a key y": None,
+        "configmap podgraft/a key z": "3",
     }
-    assert state.delete("podgraft", "a") == {"configmap podgraft/a x": None, "configmap podgraft/a z": None}
+    assert state.delete("podgraft", "a") == {
+        "configmap podgraft/a key x": None,
+        "configmap podgraft/a key z": None,
+    }
     assert state.delete("podgraft", "a") == {}
 
 
@@ -67,14 +70,14 @@ def test_state_resync_removes_configmaps_missing_from_the_listing_of_that_namesp
     delta = state.resync("podgraft", [cm("keep", {"k": "2"}), cm("new", {"n": "1"})])
 
     assert delta == {
-        "configmap podgraft/gone g": None,
-        "configmap podgraft/keep k": "2",
-        "configmap podgraft/new n": "1",
+        "configmap podgraft/gone key g": None,
+        "configmap podgraft/keep key k": "2",
+        "configmap podgraft/new key n": "1",
     }
     assert sorted(state.texts()) == [
-        "configmap elsewhere/other o",
-        "configmap podgraft/keep k",
-        "configmap podgraft/new n",
+        "configmap elsewhere/other key o",
+        "configmap podgraft/keep key k",
+        "configmap podgraft/new key n",
     ]
 
 
@@ -82,10 +85,13 @@ def test_state_owner_finds_configmap_and_key_even_with_spaces_in_names() -> None
     state = ConfigMapState()
     state.upsert(cm("a", {"b c.yaml": "x"}))
     state.upsert(cm("a b", {"c.yaml": "y"}))
-    owner = state.owner("configmap podgraft/a b c.yaml")
+    owner = state.owner("configmap podgraft/a b key c.yaml")
     assert owner is not None
-    assert (owner[0].name, owner[1]) in {("a", "b c.yaml"), ("a b", "c.yaml")}
-    assert state.owner("configmap podgraft/nope x") is None
+    assert (owner[0].name, owner[1]) == ("a b", "c.yaml")
+    owner = state.owner("configmap podgraft/a key b c.yaml")
+    assert owner is not None
+    assert (owner[0].name, owner[1]) == ("a", "b c.yaml")
+    assert state.owner("configmap podgraft/nope key x") is None
 
 
 # --- rejection messages and Events -----------------------------------------------------------------
@@ -188,3 +194,43 @@ def test_configmap_source_first_sync_events_and_rejections() -> None:
     assert "ConfigMap podgraft/policies key 'bad.yaml' rejected" in message
     assert "spec.initContainerPosition" in message
     assert "no earlier version of it is in force" in message
+
+
+def test_a_key_the_apiserver_would_refuse_on_every_pod_is_rejected_naming_configmap_key_and_field() -> None:
+    posted: list[str] = []
+    schema_error = GOOD.format(name="bad", edition="1") + "  volumes: [{name: v, hostPth: {path: /x}}]\n"
+
+    def factory(namespace: str, sink: Sink[PolicyConfigMap]) -> ListWatch[PolicyConfigMap]:
+        listed = [
+            cm("policies", {"good.yaml": GOOD.format(name="good", edition="1"), "bad.yaml": schema_error})
+        ]
+        return ListWatch(
+            f"configmaps {namespace}",
+            lister=lambda: (listed, "1"),
+            watcher=lambda version: iter(()),
+            sink=sink,
+            interrupt=lambda: None,
+        )
+
+    store = PolicyStore()
+    source = ConfigMapSource(
+        ["podgraft"], post_event=lambda ref, reason, message: posted.append(message), watch_factory=factory
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(source.run(store))
+        for _ in range(200):
+            if store.synced and posted:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert sorted(store.current().by_name) == ["good"], "the refused policy never goes live"
+    assert posted == [
+        "ConfigMap podgraft/policies key 'bad.yaml' rejected: document 1: policy 'bad': "
+        "spec.volumes[0].hostPth: unknown field in Kubernetes 1.29; did you mean 'hostPath'?; "
+        "no earlier version of it is in force"
+    ]

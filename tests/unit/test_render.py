@@ -15,6 +15,7 @@ from app.engine.render import (
     MAX_OUTPUT_CHARS,
     RenderError,
     Template,
+    TemplateProblems,
     compile_tree,
     has_templates,
     pod_context,
@@ -169,64 +170,146 @@ def test_strict_undefined_is_a_render_error() -> None:
 # --- the sandbox ----------------------------------------------------------------------------------
 
 
+# Refused when the policy is loaded (the message names the field: "spec: ..."), every one of them
+# before any pod is rendered: what the template alone shows can only fail or is not allowed.
+REFUSED_AT_LOAD = [
+    pytest.param("{{ pod.__class__ }}", "attribute '__class__' is not allowed", id="dunder-class"),
+    pytest.param("{{ ''.__class__.__mro__ }}", "attribute '__mro__' is not allowed", id="str-mro"),
+    pytest.param("{{ ''.__class__.mro() }}", "calling .mro() is not allowed", id="mro-call"),
+    pytest.param("{{ params.__init__.__globals__ }}", "attribute '__init__' is not allowed", id="globals"),
+    pytest.param("{{ pod.get.__self__ }}", "attribute '__self__' is not allowed", id="bound-method-self"),
+    pytest.param("{{ pod._private }}", "attribute '_private' is not allowed", id="underscore"),
+    pytest.param("{{ self._TemplateReference__context }}", "'self' is undefined", id="template-reference"),
+    pytest.param("{{ cycler.__init__.__globals__.os }}", "'cycler' is undefined", id="cycler-globals"),
+    pytest.param("{{ joiner.__init__.__globals__ }}", "'joiner' is undefined", id="joiner-globals"),
+    pytest.param("{{ namespace.__init__.__globals__ }}", "'namespace' is undefined", id="namespace-globals"),
+    pytest.param("{{ namespace(a=1).__class__ }}", "'namespace' is undefined", id="namespace-instance"),
+    pytest.param("{{ lipsum.__globals__ }}", "'lipsum' is undefined", id="lipsum-globals"),
+    pytest.param("{{ range(10**9) | length }}", "'range' is undefined", id="huge-range"),
+    pytest.param(
+        "{{ nothing }}", "'nothing' is undefined (a template reads pod, params and policy)", id="name"
+    ),
+    pytest.param("{{ 'a' | attr('__class__') }}", "No filter named 'attr'", id="attr-filter"),
+    pytest.param("{{ '{0.__class__}'.format(1) }}", "calling .format() is not allowed", id="format-string"),
+    pytest.param("{{ '{}'.format(pod.name) }}", "calling .format() is not allowed", id="str-format"),
+    pytest.param("{{ pod.labels.update({'x': '1'}) }}", "calling .update() is not allowed", id="mutate"),
+    pytest.param("{{ pod.labels.pop('app') }}", "calling .pop() is not allowed", id="pop-context"),
+    pytest.param("{{ '%s' % pod.name }}", "'%' string formatting is not allowed", id="percent-literal"),
+    pytest.param("{{ pod.name % 2 }}", "'%' string formatting is not allowed", id="percent-pod-name"),
+    pytest.param("{{ (pod.name ~ '%s') % 1 }}", "'%' string formatting is not allowed", id="percent-concat"),
+    pytest.param("{{ 'a' * 10**9 }}", "repetition too large", id="string-repeat"),
+    pytest.param("{{ 10**9 * 'a' }}", "repetition too large", id="string-repeat-reversed"),
+    pytest.param("{{ [1] * 10**9 }}", "repetition too large", id="list-repeat"),
+    pytest.param("{{ ('a' * 60000) * 2 }}", "repetition too large", id="oversize-by-doubling"),
+    pytest.param("{{ ('a' * 60000) * 60000 }}", "repetition too large", id="two-small-counts"),
+    pytest.param("{{ 2 ** 10000 }}", "exponent too large", id="big-exponent"),
+    pytest.param("{{ 2.0 ** 10000 }}", "exponent too large", id="big-float-exponent"),
+    pytest.param("{{ 2 ** 64 ** 64 }}", "power too large", id="two-exponents"),
+    pytest.param("{{ 2 ** 64 ** 64 ** 64 ** 64 ** 64 }}", "too large", id="chained-exponents"),
+    pytest.param("{{ pod.name ~ (2 ** 64 ** 64) }}", "power too large", id="exponent-beside-pod"),
+    pytest.param(
+        "{{ ('x' * 60000) ~ ('x' * 60000) }}",
+        f"output longer than {MAX_OUTPUT_CHARS} characters",
+        id="oversize-output",
+    ),
+    pytest.param("{{ 1 / 0 }}", "can only fail: ZeroDivisionError", id="division-by-zero"),
+    pytest.param("{{ 'a' + 1 }}", "can only fail: TypeError", id="type-error"),
+    pytest.param(
+        "{{ pod.nonexistent }}",
+        "pod.nonexistent is never defined (pod has name, generateName, namespace, labels, annotations, "
+        "serviceAccount)",
+        id="pod-nonexistent",
+    ),
+    pytest.param("{{ pod.lables.app }}", "did you mean pod.labels?", id="pod-typo"),
+    pytest.param("{{ pod['uid'] }}", "pod.uid is never defined", id="pod-item"),
+    pytest.param("{{ pod.get('uid', 'x') }}", "pod.uid is never defined", id="pod-get"),
+    pytest.param("{{ pod.nodeName | default('x') }}", "pod.nodeName is never defined", id="pod-guarded"),
+    pytest.param("{{ policy.version }}", "policy.version is never defined (policy has name)", id="policy"),
+    pytest.param(
+        "{% set ns = namespace(x=2**64) %}{% for i in range(40) %}"
+        "{% set ns.x = ns.x * ns.x %}{% endfor %}{{ ns.x > 0 }}",
+        "assign is not allowed",
+        id="squaring-loop",
+    ),
+    pytest.param(
+        "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "macro is not allowed", id="recursive-macro"
+    ),
+    pytest.param("{% include 'x' %}", "include is not allowed", id="include"),
+    pytest.param("{% extends 'x' %}", "extends is not allowed", id="extends"),
+    pytest.param("{% import 'x' as y %}", "import is not allowed", id="import"),
+]
+
+
+@pytest.mark.parametrize(("source", "words"), REFUSED_AT_LOAD)
+def test_refused_when_the_policy_is_loaded(source: str, words: str) -> None:
+    with pytest.raises(RenderError) as caught:
+        compile_tree(source)
+    message = str(caught.value)
+    assert message.startswith("spec: "), message
+    assert words in message, message
+
+
+# Refused when rendered for a pod: what only the pod's values make too large or undefined.
 @pytest.mark.parametrize(
-    ("source", "words"),
+    ("source", "context", "words"),
     [
-        pytest.param("{{ pod.__class__ }}", "refused by the sandbox", id="dunder-class"),
-        pytest.param("{{ ''.__class__.__mro__ }}", "refused by the sandbox", id="str-mro"),
-        pytest.param("{{ ''.__class__.mro() }}", "refused by the sandbox", id="mro-call"),
-        pytest.param("{{ params.__init__.__globals__ }}", "refused by the sandbox", id="globals"),
-        pytest.param("{{ pod.get.__self__ }}", "refused by the sandbox", id="bound-method-self"),
-        pytest.param(
-            "{{ self._TemplateReference__context }}", "refused by the sandbox", id="template-reference"
-        ),
-        pytest.param("{{ cycler.__init__.__globals__.os }}", "refused by the sandbox", id="cycler-globals"),
-        pytest.param("{{ joiner.__init__.__globals__ }}", "refused by the sandbox", id="joiner-globals"),
-        pytest.param(
-            "{{ namespace.__init__.__globals__ }}", "refused by the sandbox", id="namespace-globals"
-        ),
-        pytest.param("{{ namespace(a=1).__class__ }}", "'namespace' is undefined", id="namespace-instance"),
-        pytest.param("{{ lipsum.__globals__ }}", "'lipsum' is undefined", id="lipsum-globals"),
-        pytest.param("{{ 'a' | attr('__class__') }}", "No filter named 'attr'", id="attr-filter"),
-        pytest.param("{{ '{0.__class__}'.format(1) }}", "refused by the sandbox", id="format-string"),
-        pytest.param("{{ pod.labels.update({'x': '1'}) }}", "refused by the sandbox", id="mutate-context"),
-        pytest.param("{{ pod.labels.pop('app') }}", "refused by the sandbox", id="pop-context"),
-        pytest.param("{{ range(10**9) | length }}", "'range' is undefined", id="huge-range"),
-        pytest.param("{{ 'a' * 10**9 }}", "repetition too large", id="string-repeat"),
-        pytest.param("{{ 10**9 * 'a' }}", "repetition too large", id="string-repeat-reversed"),
-        pytest.param("{{ [1] * 10**9 }}", "repetition too large", id="list-repeat"),
-        pytest.param("{{ 2 ** 10000 }}", "exponent too large", id="big-exponent"),
-        pytest.param("{{ 2.0 ** 10000 }}", "exponent too large", id="big-float-exponent"),
-        pytest.param("{{ 2 ** 64 ** 64 ** 64 ** 64 ** 64 }}", "too large", id="chained-exponents"),
-        pytest.param(
-            "{% set ns = namespace(x=2**64) %}{% for i in range(40) %}"
-            "{% set ns.x = ns.x * ns.x %}{% endfor %}{{ ns.x > 0 }}",
-            "assign is not allowed",
-            id="squaring-loop",
-        ),
-        pytest.param(
-            "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "macro is not allowed", id="recursive-macro"
-        ),
-        pytest.param(
-            "{{ ('x' * 60000) ~ ('x' * 60000) }}",
-            f"output longer than {MAX_OUTPUT_CHARS} characters",
-            id="oversize-output",
-        ),
-        pytest.param("{{ ('a' * 60000) * 2 }}", "output longer than", id="oversize-by-doubling"),
-        pytest.param("{{ 1 / 0 }}", "ZeroDivisionError", id="division-by-zero"),
-        pytest.param("{{ 'a' + 1 }}", "TypeError", id="type-error"),
-        pytest.param("{% include 'x' %}", "include is not allowed", id="include"),
-        pytest.param("{% extends 'x' %}", "extends is not allowed", id="extends"),
-        pytest.param("{% import 'x' as y %}", "import is not allowed", id="import"),
+        pytest.param("{{ pod.labels.tier }}", None, "'dict object' has no attribute 'tier'", id="label"),
+        pytest.param("{{ pod.name * params.n }}", {"n": 10**9}, "repetition too large", id="repeat"),
+        pytest.param("{{ pod.name * params.n }}", {"n": 60000}, "repetition too large", id="repeat-bound"),
+        pytest.param("{{ params.n ** params.n }}", {"n": 10**4}, "exponent too large", id="power"),
+        pytest.param("{{ params.s % 1 }}", {"s": "%s"}, "'%' string formatting", id="percent-param"),
+        pytest.param("{{ params.s ~ params.s }}", {"s": "x" * 60000}, "output longer than", id="output"),
+        pytest.param("{{ 1 / params.n }}", {"n": 0}, "ZeroDivisionError", id="division-by-zero"),
     ],
 )
-def test_sandbox_refuses_cleanly(source: str, words: str) -> None:
+def test_refused_when_rendered(source: str, context: dict[str, Any] | None, words: str) -> None:
     with pytest.raises(RenderError) as caught:
-        render(source)
+        render(source, _context(parameters=context) if context is not None else None)
     message = str(caught.value)
-    # Refused when the policy is loaded (statements, unknown filters: "spec: ...") or when rendered.
-    assert message.startswith((f"template {source!r}: ", "spec: ")), message
+    assert message.startswith(f"template {source!r}: "), message
     assert words in message, message
+
+
+def test_every_problem_of_every_template_is_named_at_once() -> None:
+    tree = {
+        "sidecars": [
+            {"name": "s", "image": "b:{{ params.tag }}", "args": ["{{ pod.nmae }}", "{{ '%d' % 1 }}"]},
+            {"name": "t", "env": [{"name": "A", "value": "{{ x }}{{ y.format() }}"}, {"value": "{{ oops"}]},
+        ]
+    }
+    with pytest.raises(TemplateProblems) as caught:
+        compile_tree(tree, parameters=set())
+    assert [f"{path}: {message}" for path, message in caught.value.problems] == [
+        "spec.sidecars[0].image: reads params.tag, which spec.parameters does not define "
+        "(define it, or guard the read with | default(...))",
+        "spec.sidecars[0].args[0]: pod.nmae is never defined (pod has name, generateName, namespace, "
+        "labels, annotations, serviceAccount); did you mean pod.name?",
+        "spec.sidecars[0].args[1]: '%' string formatting is not allowed in policy templates; use ~",
+        "spec.sidecars[1].env[0].value: 'x' is undefined (a template reads pod, params and policy)",
+        "spec.sidecars[1].env[0].value: calling .format() is not allowed (string methods: capitalize "
+        "endswith isalnum isdigit lower lstrip rsplit rstrip split startswith strip title upper; "
+        "map methods: get items keys values; join strings with ~)",
+        "spec.sidecars[1].env[0].value: 'y' is undefined (a template reads pod, params and policy)",
+        "spec.sidecars[1].env[1].value: template syntax error: unexpected end of template, "
+        "expected 'end of print statement'.",
+    ]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param("{{ pod.name | upper }}-{{ pod.labels.get('app', 'x') }}", id="filters-and-get"),
+        pytest.param("{% if x is defined %}{{ x }}{% endif %}", id="name-tested"),
+        pytest.param("{{ x | default('a') }}", id="name-defaulted"),
+        pytest.param("{{ params.n % 2 }}", id="integer-modulo"),
+        pytest.param("{{ 2 ** 64 }}", id="small-power"),
+        pytest.param("{{ 'ab' * 1000 }}", id="small-repeat"),
+        pytest.param("{{ pod.annotations['_x'] | default('') }}", id="map-key-with-underscore"),
+        pytest.param("{{ pod.items() | list | length }}", id="map-method"),
+    ],
+)
+def test_allowed_at_load(source: str) -> None:
+    assert has_templates(compile_tree(source))
 
 
 # Each of these would build a ~100 MB string from a template of a few dozen characters (gigabytes with
@@ -352,3 +435,21 @@ def test_a_policy_reading_an_undefined_parameter_is_refused_at_load_naming_the_f
     ):
         compile_tree({"sidecars": [{"name": "s", "image": "b:{{ params.tag }}"}]}, parameters=set())
     assert compile_tree({"env": [{"name": "A", "value": "{{ params.tag }}"}]}, parameters={"tag"})
+
+
+@pytest.mark.parametrize(
+    ("source", "parameters", "words"),
+    [
+        pytest.param(
+            "{{ params.port % 1 }}", {"port": "5432"}, "'%' string formatting", id="string-parameter"
+        ),
+        pytest.param("{{ params.n ** params.n }}", {"n": 10**4}, "exponent too large", id="parameter-power"),
+        pytest.param("{{ params.s * 40000 }}", {"s": "ab"}, "repetition too large", id="parameter-repeat"),
+    ],
+)
+def test_parameters_are_constants_of_the_checks_at_load(
+    source: str, parameters: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(RenderError, match=re.escape(words)):
+        compile_tree({"x": source}, parameters=parameters)
+    assert compile_tree({"x": source}, parameters={"port": 5432, "n": 2, "s": "a"}) is not None

@@ -4,6 +4,8 @@ the results, the summary, the JSON document and the exit codes."""
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 import pytest
 
@@ -208,3 +210,30 @@ def test_explain_takes_a_target_or_a_file_not_both(capsys: pytest.CaptureFixture
     args = build_parser().parse_args(["explain", "pod/web", "-f", "x.yaml"])
     assert args.func(args) == 1
     assert capsys.readouterr().err == "error: podgraft explain takes one of KIND/NAME or -f FILE\n"
+
+
+def test_explain_reads_what_kubectl_prints_and_skips_what_has_no_pod_template(tmp_path: Any) -> None:
+    from app.cli.explain import _from_file
+    from tests.unit.rollout_support import stored
+
+    final = stored("deployment-rollout.yaml")["final"]
+    listed = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [final["object"], final["pods"][0], final["replicasets"][0]],
+    }
+    listed["items"][0] = {**final["object"], "apiVersion": "apps/v1", "kind": "Deployment"}
+    listed["items"][1] = {**final["pods"][0], "apiVersion": "v1", "kind": "Pod"}  # kubectl adds kinds
+    listed["items"][2] = {**final["replicasets"][0], "apiVersion": "apps/v1", "kind": "ReplicaSet"}
+    listed["items"].append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
+    path = tmp_path / "get.json"
+    path.write_text(json.dumps(listed))
+    subjects = _from_file(str(path), "default")
+    namespace = final["object"]["metadata"]["namespace"]
+    names = ("web", final["pods"][0]["metadata"]["name"], final["replicasets"][0]["metadata"]["name"])
+    assert [s.title for s in subjects] == [
+        f"{kind} {namespace}/{name} ({path})"
+        for kind, name in zip(("Deployment", "Pod", "ReplicaSet"), names, strict=True)
+    ]
+    assert subjects[0].pod["metadata"]["generateName"] == "web-"
+    assert not any(s.live for s in subjects)

@@ -247,7 +247,8 @@ def test_every_problem_of_a_source_is_reported_at_once_each_naming_its_document(
     )
     with pytest.raises(SourceError) as caught:
         compile_source("p.yaml", text, max_bytes=1 << 20)
-    problems = caught.value.problems
+    problems = [str(problem) for problem in caught.value.problems]
+    assert [problem.document for problem in caught.value.problems] == [2, 3, 4, 5]
     assert [problem.split(":")[0] for problem in problems] == [
         "document 2",
         "document 3",
@@ -258,3 +259,41 @@ def test_every_problem_of_a_source_is_reported_at_once_each_naming_its_document(
     assert "already defined by document 1" in problems[2]
     assert "policy 'tpl'" in problems[3]
     assert str(caught.value) == "; ".join(problems)
+
+
+# --- the Kubernetes schema of what a policy injects, at load --------------------------------------
+
+
+def test_a_policy_the_apiserver_would_refuse_never_goes_live_and_the_last_good_version_stays() -> None:
+    store = PolicyStore(kubernetes_version="1.30")
+    key = "configmap podgraft/policies key log.yaml"
+    volumes = [{"name": "logs", "hostPath": {"path": "/var/log"}}]
+    good = policy_yaml("log", volumes=volumes, volumeMounts=[{"name": "logs", "mountPath": "/logs"}])
+    assert store.replace_all({key: good}) == {}
+    in_force = store.current().by_name["log"]
+    errors = store.replace_all({key: good.replace("hostPath", "hostPth")}, full=False)
+    assert errors == {
+        key: "document 1: policy 'log': spec.volumes[0].hostPth: unknown field in Kubernetes 1.30; "
+        "did you mean 'hostPath'?"
+    }
+    assert store.current().by_name["log"] is in_force
+
+
+def test_the_store_checks_against_the_kubernetes_version_it_is_given() -> None:
+    text = policy_yaml("stop", sidecars=[{"name": "s", "image": "b", "lifecycle": {"stopSignal": "SIGUSR1"}}])
+    assert PolicyStore(kubernetes_version="v1.33.1").replace_all({"p.yaml": text}) == {}
+    errors = PolicyStore(kubernetes_version="1.32").replace_all({"p.yaml": text})
+    assert (
+        "spec.sidecars[0].lifecycle.stopSignal: unknown field in Kubernetes 1.32 (added in 1.33)"
+        in (errors["p.yaml"])
+    )
+
+
+def test_the_webhook_store_has_the_settings_version() -> None:
+    from app.server import create_app
+    from app.settings import Settings
+
+    text = policy_yaml("stop", sidecars=[{"name": "s", "image": "b", "lifecycle": {"stopSignal": "SIGUSR1"}}])
+    for version, refused in (("1.32", True), ("1.34", False)):
+        store = create_app(Settings(kubernetes_version=version)).state.runtime.store
+        assert bool(store.replace_all({"p.yaml": text})) == refused
