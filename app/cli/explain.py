@@ -135,7 +135,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from app.explain.report import as_data, explain, text
 
     try:
-        live = live_audit(args, namespace_labels=False)
+        live = live_audit(args, namespace_labels=False, strict=False)
         api = Workloads(live.configuration)
         labels = _NamespaceLabels(api)
         namespace = args.namespace or context_namespace(live.settings.kubeconfig)

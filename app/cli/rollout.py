@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from app.cli.common import err, load_policies, settings_from, warn, without_server_flags
+from app.cli.audit import Refused, policies_in_force
+from app.cli.common import err, settings_from, warn, without_server_flags
 
 if TYPE_CHECKING:  # the Kubernetes client is loaded only when a command runs against a cluster
     from app.cluster.inventory import Inventory
@@ -93,9 +94,11 @@ def live_settings(args: argparse.Namespace) -> Settings:
     return settings_from(args, **overrides)
 
 
-def live_audit(args: argparse.Namespace, *, namespace_labels: bool = True) -> Live:
+def live_audit(args: argparse.Namespace, *, namespace_labels: bool = True, strict: bool = True) -> Live:
     """The policies in force (ConfigMaps, or --policies), the Kubernetes version, the namespaces'
-    labels: everything `audit_pod` is called with, read as `podgraft audit` reads it."""
+    labels: everything `audit_pod` is called with, read as `podgraft audit` reads it. `strict`: a
+    policy source that does not load stops the command (never act on a set the webhook does not
+    run); else it is left out with a warning."""
     from app.admission.engine import engine_config
     from app.cluster.client import load_configuration
     from app.cluster.discovery import discover_version
@@ -107,15 +110,14 @@ def live_audit(args: argparse.Namespace, *, namespace_labels: bool = True) -> Li
     if "kubernetes_version" not in settings.model_fields_set:
         version = discover_version(configuration, deadline_seconds=10)
         settings = settings.model_copy(update={"kubernetes_version": version})
-    if args.policies is not None:
-        store, errors = load_policies(args.policies, max_bytes=settings.max_policy_bytes)
-        policies = store.current()
-    else:
-        policies, errors = inventory.policies(
-            settings.watched_policy_namespaces(), settings.policy_label, max_bytes=settings.max_policy_bytes
-        )
-    for key, message in sorted(errors.items()):
-        warn(f"policy source {key} ignored: {message}")
+    try:
+        policies = policies_in_force(args, settings, inventory)
+    except Refused as refused:
+        if strict:
+            raise
+        for problem in refused.problems[:-1]:
+            warn(f"{problem}: left out")
+        policies = refused.policies
     labels = inventory.namespace_labels() if namespace_labels else None
     return Live(configuration, settings, engine_config(settings), policies, labels, inventory)
 
