@@ -24,6 +24,10 @@ from one that never got the policy (`missing`), and names what was injected but 
 A pod whose namespace's labels are unknown (`namespace_labels=None`: a dump without its Namespace,
 no right to list Namespaces) is never called `missing`, `refused` by a `namespaceSelector` or
 `orphaned` by one on that unchecked assumption: those are `unknown`, with what they would be.
+
+A pod that has finished (phase `Succeeded` or `Failed`: a completed Job's pods, evicted pods) or is
+being deleted (`deletionTimestamp`: a rollout's old pods while they terminate) is not audited: it
+runs nothing or soon will not, no restart changes it, and a Job's next pod is injected anew.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ State = Literal["current", "stale", "missing", "refused", "orphaned", "unknown"]
 STATES: tuple[State, ...] = ("current", "stale", "missing", "refused", "orphaned", "unknown")
 NEEDS_RESTART: tuple[State, ...] = ("stale", "missing")  # what `podgraft audit` exits 1 for
 MAX_CHANGES = 6
+FINISHED_PHASES = frozenset(["Succeeded", "Failed"])  # pods that run nothing any more
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,8 @@ def audit_pod(
     metadata = as_mapping(pod.get("metadata"))
     namespace = str(metadata.get("namespace") or "default")
     name = str(metadata.get("name") or "")
+    if as_mapping(pod.get("status")).get("phase") in FINISHED_PHASES or metadata.get("deletionTimestamp"):
+        return PodAudit(namespace, name, ())
     annotations = string_map(metadata.get("annotations"))
     recorded = read_status(annotations, config.status_annotation)
     view = admission_view(

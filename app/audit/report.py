@@ -154,8 +154,10 @@ def _detail(state: PolicyState, note: str) -> str:
 
 def restart_plan(pods: Sequence[AuditedPod]) -> str:
     """`kubectl` commands that bring the stale and missing pods current, one owner at a time (each
-    waits for its rollout, so PodDisruptionBudgets and maxUnavailable are respected); Podgraft never
-    runs them. Owners without a rollout (bare pods, Jobs, CronJobs) are listed apart, and so are
+    waits for its rollout, paced by the owner's maxUnavailable and maxSurge; PodDisruptionBudgets do
+    not gate a rollout: its controller deletes pods without the Eviction API). `podgraft rollout`
+    runs the same plan with a disruption gate of its own; this only prints it. Owners without a
+    rollout (bare pods, Jobs, CronJobs) are listed apart, and so are
     ReplicaSets and Jobs that were not listed, whose owner is unknown."""
     behind: dict[Owner, set[str]] = {}
     for pod in pods:
@@ -176,7 +178,8 @@ def restart_plan(pods: Sequence[AuditedPod]) -> str:
     lines = (
         [
             f"# {len(rollouts)} workload(s) to restart, one at a time: each command waits for its rollout,",
-            "# so PodDisruptionBudgets and maxUnavailable are respected. Podgraft runs none of them.",
+            "# paced by its maxUnavailable/maxSurge (PodDisruptionBudgets do not gate a rollout restart;",
+            "# `podgraft rollout` runs this plan with a PDB gate of its own).",
         ]
         if rollouts
         else ["# no workload known to restart with a rollout"]

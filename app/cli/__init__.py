@@ -1,7 +1,7 @@
-"""`podgraft serve | inject | audit | policy validate | certs generate | certs patch-ca-bundle`.
+"""`podgraft serve | inject | audit | rollout | explain | policy validate | certs generate | patch-ca-bundle`.
 
-One module per command (`inject`, `audit`, `policy`, `certs`), each with its `add_parser`; what they
-share is in `common`. `serve` is here: it only hands the settings to `app.serve`.
+One module per command (`inject`, `audit`, `rollout`, `explain`, `policy`, `certs`), each with its
+`add_parser`; what they share is in `common`. `serve` is here: it only hands the settings to `app.serve`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.cli import audit, certs, inject, policy
+from app.cli import audit, certs, explain, inject, policy, rollout
 from app.cli.common import engine_flags, settings_from
 from app.cli.inject import inject_documents
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podgraft", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(commands)
-    for command in (inject, audit, policy, certs):
+    for command in (inject, audit, rollout, explain, policy, certs):
         command.add_parser(commands)
     return parser
 

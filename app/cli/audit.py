@@ -34,11 +34,15 @@ DUMP = "kubectl get namespaces,replicasets,jobs,pods -A -o yaml"
 
 
 class Refused(Exception):
-    """The audit cannot run; each line of `problems` is printed as an error."""
+    """The audit cannot run; each line of `problems` is printed as an error. `policies`: the ones
+    that did load, when the problems are policy sources that did not."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], policies: PolicySet | None = None) -> None:
         super().__init__("; ".join(problems))
+        from app.engine.policyset import PolicySet
+
         self.problems = problems
+        self.policies = policies if policies is not None else PolicySet()
 
 
 @dataclass
@@ -178,7 +182,7 @@ def _from_cluster(args: argparse.Namespace, settings: Settings, inventory: Any) 
 # --- the command ----------------------------------------------------------------------------------------
 
 
-def _policies(args: argparse.Namespace, settings: Settings, inventory: Any) -> PolicySet:
+def policies_in_force(args: argparse.Namespace, settings: Settings, inventory: Any) -> PolicySet:
     """The policies in force; `Refused` naming every file or ConfigMap key that does not load: the
     audit would judge the pods against a policy set the webhook does not run."""
     if args.policies is not None:
@@ -200,7 +204,7 @@ def _policies(args: argparse.Namespace, settings: Settings, inventory: Any) -> P
             f"{len(errors)} policy source(s) do not load: the audit would judge pods against policies the"
             " webhook does not run; fix them first (podgraft policy validate)"
         )
-        raise Refused(problems)
+        raise Refused(problems, policies)
     return policies
 
 
@@ -256,7 +260,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> tuple[list[AuditedPo
         if "kubernetes_version" not in settings.model_fields_set:
             version = discover_version(configuration, deadline_seconds=10)
             settings = settings.model_copy(update={"kubernetes_version": version})
-    policies = _policies(args, settings, inventory)
+    policies = policies_in_force(args, settings, inventory)
     listing = (
         _from_file(args, settings, selector)
         if args.file is not None

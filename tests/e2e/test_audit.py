@@ -187,7 +187,7 @@ def test_a_policy_configmap_that_does_not_load_stops_the_audit(e2e: E2E, stamp: 
     assert (result.returncode, result.stdout) == (2, "")
     first, last = result.stderr.splitlines()
     assert first == (
-        f"error: policy configmap {e2e.policy_namespace}/broken broken.yaml: document 1: policy 'broken':"
+        f"error: policy configmap {e2e.policy_namespace}/broken key broken.yaml: document 1: policy 'broken':"
         " spec.sidecars[0].image: Field required"
     )
     assert last.startswith("error: 1 policy source(s) do not load")
