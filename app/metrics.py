@@ -78,6 +78,13 @@ class Metrics:
             ["cause"],
             registry=r,
         )
+        self.policy_validations = Counter(
+            "podgraft_policy_validations_total",
+            "Reviews of policy ConfigMaps (/validate-policies), by outcome: allowed, warned, denied, "
+            "ignored (not labelled, or DELETE), bad_request, error",
+            ["outcome"],
+            registry=r,
+        )
 
         self._reported = ErrorTracker()
 

@@ -1,4 +1,4 @@
-"""The HTTP layer: `/mutate`, `/healthz`, `/readyz`, `/metrics`. Thin and strict.
+"""The HTTP layer: `/mutate`, `/validate-policies`, `/healthz`, `/readyz`, `/metrics`. Thin and strict.
 
 It reads the body (bounded in size and time), hands it to `admission`, and writes the answer. It
 never answers 500: a bad request is a 4xx with an AdmissionReview-shaped body, overload is a fast
@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.admission.cache import DecisionCache
 from app.admission.decide import Verdict
 from app.admission.engine import engine_config
+from app.admission.policies import PolicyCheck, Validation, validate_policy_configmap
 from app.admission.responses import allowed, bad_review_body, errored, review
 from app.admission.review import V1, AdmissionRequest, BadReview, parse_review
 from app.audit.census import Census
@@ -230,6 +231,83 @@ class Handler:
         log.info("admission", extra=extra)
 
 
+class PolicyValidation:
+    """`/validate-policies`, the validating webhook on policy ConfigMaps, as a plain ASGI app:
+    transport only, the decision is `app.admission.policies`. It shares the in-flight limit of
+    `/mutate`; the check runs in a worker thread (the schema checks of a large policy take tens of
+    milliseconds), so the event loop keeps answering `/mutate` meanwhile. An unexpected exception
+    admits the ConfigMap with a warning: a Podgraft bug never blocks a ConfigMap write (the loader
+    still judges it)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.check = PolicyCheck.from_settings(runtime.settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.rt
+        if rt.inflight >= rt.settings.max_concurrency:
+            rt.metrics.overload.inc()
+            status, body = _bad(BadReview("podgraft is overloaded; retry", status=503))
+        else:
+            rt.inflight += 1
+            try:
+                status, body = await self._handle(scope, receive)
+            finally:
+                rt.inflight -= 1
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if rt.draining:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, scope: Scope, receive: Receive) -> Reply:
+        rt = self.rt
+        parsed: AdmissionRequest | None = None
+        try:
+            content_type = _header(scope, b"content-type")
+            if not _is_json(content_type or ""):
+                raise BadReview(
+                    f"Content-Type must be application/json, got {(content_type or '(none)')[:60]!r}"
+                )
+            body = await _read_body(
+                scope, receive, rt.settings.max_body_bytes, rt.settings.request_timeout_seconds
+            )
+            parsed = parse_review(body)
+            validation = await asyncio.to_thread(
+                validate_policy_configmap, parsed, live=rt.store.current(), check=self.check
+            )
+            self._record(parsed, validation)
+            return 200, orjson.dumps(review(parsed.api_version, validation.response))
+        except BadReview as exc:
+            rt.metrics.policy_validations.labels("bad_request").inc()
+            log.warning("bad policy validation request", extra={"status": exc.status, "error": exc.message})
+            return _bad(exc)
+        except Exception:
+            rt.metrics.internal_errors.inc()
+            rt.metrics.policy_validations.labels("error").inc()
+            uid = parsed.uid if parsed else ""
+            log.exception("internal error while validating a policy ConfigMap", extra={"uid": uid})
+            message = (
+                f"podgraft: internal error (uid {uid}) while checking this policy ConfigMap; not checked"
+            )
+            response = allowed(uid, warnings=[message])
+            return 200, orjson.dumps(review(parsed.api_version if parsed else V1, response))
+
+    def _record(self, request: AdmissionRequest, validation: Validation) -> None:
+        self.rt.metrics.policy_validations.labels(validation.outcome).inc()
+        extra = {
+            "uid": request.uid,
+            "configmap": validation.configmap,
+            "operation": request.operation,
+            "outcome": validation.outcome,
+            "why": validation.why,
+            "errors": validation.errors,
+            "warnings": validation.warnings,
+            "dry_run": request.dry_run,
+        }
+        log.info("policy validation", extra=extra)
+
+
 def readiness(rt: Runtime) -> tuple[bool, dict[str, Any]]:
     """Ready when policies are synced, a certificate is loaded and not about to expire, and not draining."""
     detail: dict[str, Any] = {
@@ -344,8 +422,8 @@ def create_app(
         title="Podgraft", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.runtime = rt
-    # The webhooks: POST only, served straight by `asgi_entry` (a validating webhook goes beside).
-    app.state.webhooks = {"/mutate": Handler(rt)}
+    # The webhooks: POST only, served straight by `asgi_entry`.
+    app.state.webhooks = {"/mutate": Handler(rt), "/validate-policies": PolicyValidation(rt)}
     for path, handler in app.state.webhooks.items():
         app.router.routes.append(Route(path, handler, methods=["POST"]))
 

@@ -15,10 +15,25 @@ MAX_WARNING_CHARS = 256
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+class Cause(TypedDict):
+    reason: str
+    field: str
+    message: str
+
+
+class StatusDetails(TypedDict):
+    """`status.details`: what the apiserver hands on to its client with a refusal."""
+
+    name: str
+    kind: str
+    causes: list[Cause]
+
+
 class Status(TypedDict):
     code: int
     reason: str
     message: str
+    details: NotRequired[StatusDetails]
 
 
 class AdmissionResponse(TypedDict):
@@ -68,13 +83,21 @@ def patched(uid: str, patch: list[dict[str, Any]], *, warnings: Warnings = ()) -
 
 
 def denied(
-    uid: str, message: str, *, code: int = 403, reason: str = "Forbidden", warnings: Warnings = ()
+    uid: str,
+    message: str,
+    *,
+    code: int = 403,
+    reason: str = "Forbidden",
+    details: StatusDetails | None = None,
+    warnings: Warnings = (),
 ) -> AdmissionResponse:
     response: AdmissionResponse = {
         "uid": uid,
         "allowed": False,
         "status": {"code": code, "reason": reason, "message": message},
     }
+    if details is not None:
+        response["status"]["details"] = details
     if warnings:
         response["warnings"] = clean_warnings(warnings)
     return response

@@ -22,12 +22,12 @@ from pydantic import ValidationError
 
 from app.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err
 from app.engine.policyset import CompiledPolicy
-from app.policy.messages import Problem, validation_problems
+from app.policy.messages import Problem, problem_line, validation_problems
 from app.settings import Settings
 from app.sources.directory import POLICY_SUFFIXES, list_directory
 from app.sources.documents import SourceReport, decode_source, read_source
 from app.sources.kubeschema import schema_version
-from app.sources.manifests import check_text
+from app.sources.manifests import check_text, first_definitions
 
 
 @dataclass
@@ -74,16 +74,8 @@ def _targets(run: _Run, target: str) -> list[Path]:
 def _duplicates(run: _Run) -> None:
     """A policy name defined by two sources (files, ConfigMap keys, across every PATH) is an error:
     the webhook would keep one of them only."""
-    first: dict[str, str] = {}
-    kept: list[tuple[str, CompiledPolicy]] = []
-    for where, policy in run.policies:
-        if policy.name in first:
-            message = f"policy {policy.name!r} is already defined by {first[policy.name]}"
-            run.lines.append((where, Problem(message, policy=None)))
-            continue
-        first[policy.name] = where
-        kept.append((where, policy))
-    run.policies = kept
+    run.policies, problems = first_definitions(run.policies)
+    run.lines += [(problem.source, problem) for problem in problems]
 
 
 def _plural(count: int, word: str) -> str:
@@ -120,8 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             run.add(str(path), reports)
     _duplicates(run)
     for where, problem in run.lines:
-        label = "" if problem.severity == "error" else f"{problem.severity}: "
-        err(f"{where}: {label}{problem}")
+        err(problem_line(where, problem))
     for where, policy in sorted(run.policies, key=lambda item: item[1].name):
         sys.stdout.write(f"ok  {policy.name}  ({where}, hash {policy.content_hash})\n")
     errors, warnings = run.count("error"), run.count("warning")

@@ -112,6 +112,13 @@ class Problem:
         return ": ".join(part for part in parts if part)
 
 
+def problem_line(where: str, problem: Problem) -> str:
+    """One line of `podgraft policy validate` (and of the webhook's refusal): where, then the
+    severity unless it is an error, then the problem."""
+    label = "" if problem.severity == "error" else f"{problem.severity}: "
+    return f"{where}: {label}{problem}" if where else f"{label}{problem}"
+
+
 _KINDS = {
     dict: "a mapping",
     list: "a list",

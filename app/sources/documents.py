@@ -22,9 +22,9 @@ import yaml
 
 from app.engine.inputs import source_reads
 from app.engine.policyset import CompiledPolicy, compile_policy
-from app.engine.render import RenderError, TemplateProblems
+from app.engine.render import RenderError, TemplateProblems, compile_tree, render_tree
 from app.policy.messages import Problem
-from app.policy.model import PolicyError, parse_policy
+from app.policy.model import InjectionPolicy, PolicyError, parse_policy
 from app.settings import Settings
 from app.sources.kubeschema import check_spec
 
@@ -209,7 +209,9 @@ def _check_document(
         problems += [Problem(message, source, policy=name, field=path) for path, message in exc.problems]
     except RenderError as exc:
         problems.append(Problem(str(exc), source, policy=name))
-    return compiled, problems + _pod_name_warnings(spec, source=source, policy=name)
+    warnings = _pod_name_warnings(spec, source=source, policy=name)
+    warnings += _risk_warnings(policy, spec, source=source)
+    return compiled, problems + warnings
 
 
 def _policy_problems(exc: PolicyError, source: str) -> list[Problem]:
@@ -252,3 +254,58 @@ def _pod_name_warnings(spec: Mapping[str, Any], *, source: str, policy: str) -> 
                     )
                 )
     return found
+
+
+# --- legal but risky: warnings ---------------------------------------------------------------------
+
+UNSCOPED_REQUIRED = {
+    True: "required, without a namespaceSelector: the pods it matches in every opted-in namespace get "
+    "it, and those it cannot be injected into are refused; scope it with spec.namespaceSelector",
+    False: "required, without a namespaceSelector: a pod of any opted-in namespace may ask for it, and "
+    "is refused when it cannot be injected; scope it with spec.namespaceSelector",
+}
+
+
+def _risk_warnings(policy: InjectionPolicy, spec: Mapping[str, Any], *, source: str) -> list[Problem]:
+    """What works but will hurt: a required policy any namespace gets, an image that is not pinned."""
+    name = policy.metadata.name
+    found = []
+    if policy.spec.required and policy.spec.namespace_selector is None:
+        matched = policy.spec.match is not None and not policy.spec.match.is_empty()
+        message = UNSCOPED_REQUIRED[matched]
+        found.append(Problem(message, source, policy=name, field="spec.required", severity="warning"))
+    parameters = policy.spec.parameters
+    for group in ("initContainers", "sidecars", "containers"):
+        for index, container in enumerate(spec.get(group) or []):
+            image = _constant_image(container.get("image", ""), parameters, name)
+            problem = None if image is None else image_pin_problem(image)
+            if problem:
+                where = f"spec.{group}[{index}].image"
+                found.append(Problem(problem, source, policy=name, field=where, severity="warning"))
+    return found
+
+
+def _constant_image(image: str, parameters: Mapping[str, Any], policy: str) -> str | None:
+    """The image as every pod gets it: the text, or what its template renders from the policy's
+    parameters alone; None when the pod decides (the template reads `pod`) or it cannot render."""
+    try:
+        compiled = compile_tree(image, parameters=parameters)
+        rendered = render_tree(compiled, {"params": dict(parameters), "policy": {"name": policy}})
+    except RenderError:  # a template that does not compile is an error of its own
+        return None
+    return rendered if isinstance(rendered, str) else None
+
+
+def image_pin_problem(image: str) -> str | None:
+    """Why an image reference is not pinned (no tag, or `:latest`, which moves), or None. A digest
+    pins it; a tag other than `latest` is taken as a pin (tags can move, but that is a choice)."""
+    if "@" in image:
+        return None
+    last = image.rsplit("/", 1)[-1]  # a registry's port (registry:5000/app) is not a tag
+    tag = last.partition(":")[2]
+    unpinned = "each node runs whatever it is when the node pulls it; pin a tag or a digest"
+    if not tag:
+        return f"image {image!r} has no tag or digest, so it is :latest: {unpinned}"
+    if tag == "latest":
+        return f"image {image!r} is :latest, which moves: {unpinned}"
+    return None

@@ -8,17 +8,20 @@ source, checked as the ConfigMap source loads it (`check_source`); `check_text` 
 ConfigMaps without the label and objects of other kinds are noted, not checked: Podgraft never
 reads them.
 
-`validate_configmap` is the check of one ConfigMap object, pure: what an admission webhook on
-ConfigMaps can run on CREATE and UPDATE to refuse a policy that would never go live.
+`validate_configmap` (`inspect_configmap`, with the policies) is the check of one ConfigMap object,
+pure: what the validating webhook on policy ConfigMaps (`app.admission.policies`) runs on CREATE and
+UPDATE to refuse a policy that would never go live.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from app.engine.podview import as_mapping
+from app.engine.policyset import CompiledPolicy
 from app.policy.messages import Problem
 from app.policy.model import PolicyError
 from app.settings import Settings
@@ -91,6 +94,37 @@ def check_configmap(
     return reports
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigMapCheck:
+    """What one ConfigMap object holds: every problem, and the policies that would go live."""
+
+    problems: list[Problem]
+    policies: list[CompiledPolicy]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [problem for problem in self.problems if problem.severity == "error"]
+
+
+def inspect_configmap(
+    obj: Mapping[str, Any],
+    *,
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
+    policy_label: str = DEFAULT_POLICY_LABEL,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> ConfigMapCheck:
+    """Every problem of one ConfigMap object (each data key checked as cluster mode loads it, then a
+    policy name that two of its keys define), and the policies of the keys that load."""
+    reports = check_configmap(
+        obj, kubernetes_version=kubernetes_version, policy_label=policy_label, max_bytes=max_bytes
+    )
+    kept, duplicates = first_definitions(
+        [(report.source, policy) for report in reports for policy in report.policies]
+    )
+    problems = [problem for report in reports for problem in report.problems] + duplicates
+    return ConfigMapCheck(problems, [policy for _, policy in kept])
+
+
 def validate_configmap(
     obj: Mapping[str, Any],
     *,
@@ -100,10 +134,29 @@ def validate_configmap(
 ) -> list[Problem]:
     """Every problem of one ConfigMap object: errors (a key Podgraft would refuse, keeping its last
     good version in force), warnings and notes, each naming ConfigMap, key, document and field."""
-    reports = check_configmap(
+    return inspect_configmap(
         obj, kubernetes_version=kubernetes_version, policy_label=policy_label, max_bytes=max_bytes
-    )
-    return [problem for report in reports for problem in report.problems]
+    ).problems
+
+
+def first_definitions(
+    policies: Iterable[tuple[str, CompiledPolicy]],
+) -> tuple[list[tuple[str, CompiledPolicy]], list[Problem]]:
+    """A policy name defined by two sources (files, ConfigMap keys) is an error, the webhook would
+    keep one of them only: the first definition of each name (with where it is), and a problem
+    (whose source is where) for each later one."""
+    first: dict[str, str] = {}
+    kept: list[tuple[str, CompiledPolicy]] = []
+    problems: list[Problem] = []
+    for where, policy in policies:
+        if policy.name in first:
+            problems.append(
+                Problem(f"policy {policy.name!r} is already defined by {first[policy.name]}", where)
+            )
+            continue
+        first[policy.name] = where
+        kept.append((where, policy))
+    return kept, problems
 
 
 def validate_documents(

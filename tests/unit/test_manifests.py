@@ -23,7 +23,7 @@ def _configmap(data: dict[str, Any], labels: dict[str, str] | None = None) -> di
 
 def test_validate_configmap_gives_every_problem_of_every_key_as_data() -> None:
     limits = {"limits": {"memory": "lots"}}
-    broken = policy_yaml("broken", sidecars=[{"name": "s", "image": "b", "resources": limits}])
+    broken = policy_yaml("broken", sidecars=[{"name": "s", "image": "b:1", "resources": limits}])
     named = policy_yaml("named", env=[{"name": "POD", "value": "{{ pod.name }}"}])
     problems = validate_configmap(
         _configmap({"ok.yaml": policy_yaml("ok"), "broken.yaml": broken, "named.yaml": named}),
