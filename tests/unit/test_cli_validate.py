@@ -42,7 +42,10 @@ def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     # the one warning: mesh-proxy is required and any opted-in namespace may ask for it
     assert len(err) == 1, err
-    assert err[0].endswith("/mesh-proxy.yaml: warning: document 1: policy 'mesh-proxy': spec.required: " + UNSCOPED_REQUIRED[False])
+    assert err[0].endswith(
+        "/mesh-proxy.yaml: warning: document 1: policy 'mesh-proxy': spec.required: "
+        + UNSCOPED_REQUIRED[False]
+    )
     listed = [line.split()[1] for line in out[:-1]]
     assert listed == ["content-sync", "debug-rules", "log-shipper", "mesh-proxy", "wait-for-db"]
     assert all(line.startswith("ok  ") and "hash " in line for line in out[:-1])

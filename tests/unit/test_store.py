@@ -280,7 +280,9 @@ def test_a_policy_the_apiserver_would_refuse_never_goes_live_and_the_last_good_v
 
 
 def test_the_store_checks_against_the_kubernetes_version_it_is_given() -> None:
-    text = policy_yaml("stop", sidecars=[{"name": "s", "image": "b:1", "lifecycle": {"stopSignal": "SIGUSR1"}}])
+    text = policy_yaml(
+        "stop", sidecars=[{"name": "s", "image": "b:1", "lifecycle": {"stopSignal": "SIGUSR1"}}]
+    )
     assert PolicyStore(kubernetes_version="v1.33.1").replace_all({"p.yaml": text}) == {}
     errors = PolicyStore(kubernetes_version="1.32").replace_all({"p.yaml": text})
     assert (
@@ -293,7 +295,9 @@ def test_the_webhook_store_has_the_settings_version() -> None:
     from app.server import create_app
     from app.settings import Settings
 
-    text = policy_yaml("stop", sidecars=[{"name": "s", "image": "b:1", "lifecycle": {"stopSignal": "SIGUSR1"}}])
+    text = policy_yaml(
+        "stop", sidecars=[{"name": "s", "image": "b:1", "lifecycle": {"stopSignal": "SIGUSR1"}}]
+    )
     for version, refused in (("1.32", True), ("1.34", False)):
         store = create_app(Settings(kubernetes_version=version)).state.runtime.store
         assert bool(store.replace_all({"p.yaml": text})) == refused
