@@ -107,6 +107,7 @@ def test_rendered_objects_validate_strictly(helm: Helm, value_set: str, version:
         checked[obj["kind"]] += 1
     assert checked["Deployment"] == 1
     assert checked["MutatingWebhookConfiguration"] == 1
+    assert checked["ValidatingWebhookConfiguration"] == 1
 
 
 # What each value set renders: the optional objects appear exactly when their values ask for them.
@@ -133,6 +134,7 @@ ALWAYS = {
     "ClusterRole": 2,  # Namespaces (and pods for the audit); Events (events.level, default warnings)
     "ClusterRoleBinding": 2,
     "MutatingWebhookConfiguration": 1,
+    "ValidatingWebhookConfiguration": 1,  # policy ConfigMaps (policyValidation.enabled, default true)
 }
 
 
@@ -145,7 +147,12 @@ def test_rendered_kinds(helm: Helm, value_set: str) -> None:
 
 @pytest.mark.parametrize("value_set", VALUE_SET_PARAMS)
 def test_namespaced_objects_land_in_the_release_namespace(helm: Helm, value_set: str) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    }
     policy_namespaces = [NAMESPACE, *values_of(value_set)["policies"]["watchNamespaces"]]
     for obj in helm.render(value_set):
         namespace = obj["metadata"].get("namespace")
