@@ -16,7 +16,8 @@ One request, in this order:
   prints it, and one `status.details.causes` entry each), and warnings become the response's
   `warnings`, which kubectl prints.
 
-Checks that depend on the live policies (a name another live ConfigMap defines, a container or
+In local mode (`make run`, directory policies) the route is served too, for trying it out: any
+namespace is checked, and nothing against the live set. Checks that depend on the live policies (a name another live ConfigMap defines, a container or
 volume another live policy injects differently) warn and never refuse: each replica holds its own
 copy of the live set (`PolicyStore.current()`), which may lag behind the others by a watch event.
 """
@@ -49,7 +50,9 @@ class PolicyCheck:
     policy_label: str
     kubernetes_version: str
     max_bytes: int
-    namespaces: frozenset[str] | None  # the watched policy namespaces; None: any (local mode)
+    # cluster mode: the watched policy namespaces. None in local mode: any namespace is checked, and
+    # nothing against the live set (directory policies, which no ConfigMap ever joins)
+    namespaces: frozenset[str] | None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PolicyCheck:
@@ -106,7 +109,8 @@ def validate_policy_configmap(
     )
     prefix = configmap_source_key(namespace, name, "")
     warnings = [_warning(problem, prefix) for problem in found.problems if problem.severity == "warning"]
-    warnings += live_set_warnings(found.policies, live=live, own_prefix=prefix)
+    if check.namespaces is not None:
+        warnings += live_set_warnings(found.policies, live=live, own_prefix=prefix)
     errors = found.errors
     if errors:
         response = denied(

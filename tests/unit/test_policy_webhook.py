@@ -383,11 +383,14 @@ def test_a_labelled_configmap_in_a_namespace_not_watched_is_allowed_with_a_warni
     ]
 
 
-def test_local_mode_checks_a_configmap_of_any_namespace() -> None:
+def test_local_mode_checks_a_configmap_of_any_namespace_and_not_against_its_directory() -> None:
+    local = PolicyCheck.from_settings(Settings())
     sent = review("create")
     sent["request"]["namespace"] = "elsewhere"
-    verdict = decide(sent, check=PolicyCheck.from_settings(Settings()))
-    assert verdict.outcome == "denied"
+    assert decide(sent, check=local).outcome == "denied"
+    directory = _live(("log-shipper", "log-shipper.yaml", {"env": [{"name": "A", "value": "1"}]}))
+    assert decide(review("create", **{"log.yaml": GOOD}), live=directory, check=local).outcome == "allowed"
+    assert decide(review("create", **{"log.yaml": GOOD}), live=directory).outcome == "warned"
 
 
 # --- broken reviews: 4xx, never a 500 ---------------------------------------------------------------
