@@ -1,5 +1,5 @@
 """The Helm chart as the e2e tier uses it: `helm template` (the pinned helm binary) of the chart's
-webhook configuration, RBAC and policy ConfigMaps, with tls.mode=secret, our CA and the running audit."""
+webhook configurations, RBAC and policy ConfigMaps, with tls.mode=secret, our CA and the running audit."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class ChartObjects:
     rbac: list[dict[str, Any]]
     service_account: tuple[str, str] = ("", "")  # (namespace, name) the RBAC binds
     policies: list[dict[str, Any]] = field(default_factory=list)  # ConfigMaps from policies.definitions
+    validating: dict[str, Any] = field(default_factory=dict)  # the ValidatingWebhookConfiguration (policies)
 
     def user(self) -> str:
         return f"system:serviceaccount:{self.service_account[0]}:{self.service_account[1]}"
@@ -69,4 +70,5 @@ def render_chart(
     binding = next(d for d in rbac if d["kind"] == "ClusterRoleBinding")
     subject = binding["subjects"][0]
     configmaps = [d for d in documents if d["kind"] == "ConfigMap"]
-    return ChartObjects(webhooks[0], rbac, (subject["namespace"], subject["name"]), configmaps)
+    (validating,) = [d for d in documents if d["kind"] == "ValidatingWebhookConfiguration"]
+    return ChartObjects(webhooks[0], rbac, (subject["namespace"], subject["name"]), configmaps, validating)
