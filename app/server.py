@@ -231,51 +231,65 @@ class Handler:
         log.info("admission", extra=extra)
 
 
+async def _review_body(scope: Scope, receive: Receive, settings: Settings) -> bytes:
+    """The body of a webhook request: JSON, bounded in size and time. Raises `BadReview`."""
+    content_type = _header(scope, b"content-type")
+    if not _is_json(content_type or ""):
+        raise BadReview(f"Content-Type must be application/json, got {(content_type or '(none)')[:60]!r}")
+    return await _read_body(scope, receive, settings.max_body_bytes, settings.request_timeout_seconds)
+
+
+async def _reply(send: Send, status: int, body: bytes, *, close: bool) -> None:
+    """Write a JSON answer; `close` (draining) asks the client to move to another replica."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+MAX_VALIDATIONS = 8  # policy ConfigMap reviews in flight per process; more get a fast 503
+
+
 class PolicyValidation:
     """`/validate-policies`, the validating webhook on policy ConfigMaps, as a plain ASGI app:
-    transport only, the decision is `app.admission.policies`. It shares the in-flight limit of
-    `/mutate`; the check runs in a worker thread (the schema checks of a large policy take tens of
-    milliseconds), so the event loop keeps answering `/mutate` meanwhile. An unexpected exception
-    admits the ConfigMap with a warning: a Podgraft bug never blocks a ConfigMap write (the loader
-    still judges it)."""
+    transport only, the decision is `app.admission.policies`.
+
+    A check costs what loading the policy costs (YAML, schemas, templates: about 7 ms for one
+    policy, 3 s for 256), so it runs in a worker thread, one at a time, and at most
+    `MAX_VALIDATIONS` wait: the event loop keeps answering `/mutate`, and a burst of ConfigMap
+    writes (a GitOps sync) can never take `/mutate`'s in-flight slots. Past that bound the answer
+    is a fast 503 (under failurePolicy Ignore the write goes through and the loader judges it). An
+    unexpected exception admits the ConfigMap with a warning: a Podgraft bug never blocks a
+    ConfigMap write."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.check = PolicyCheck.from_settings(runtime.settings)
+        self.inflight = 0
+        self.one_at_a_time = asyncio.Semaphore(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rt = self.rt
-        if rt.inflight >= rt.settings.max_concurrency:
-            rt.metrics.overload.inc()
-            status, body = _bad(BadReview("podgraft is overloaded; retry", status=503))
+        if self.inflight >= MAX_VALIDATIONS:
+            self.rt.metrics.overload.inc()
+            status, body = _bad(BadReview("podgraft is checking other policy ConfigMaps; retry", status=503))
         else:
-            rt.inflight += 1
+            self.inflight += 1
             try:
                 status, body = await self._handle(scope, receive)
             finally:
-                rt.inflight -= 1
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if rt.draining:
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+                self.inflight -= 1
+        await _reply(send, status, body, close=self.rt.draining)
 
     async def _handle(self, scope: Scope, receive: Receive) -> Reply:
         rt = self.rt
         parsed: AdmissionRequest | None = None
         try:
-            content_type = _header(scope, b"content-type")
-            if not _is_json(content_type or ""):
-                raise BadReview(
-                    f"Content-Type must be application/json, got {(content_type or '(none)')[:60]!r}"
+            parsed = parse_review(await _review_body(scope, receive, rt.settings))
+            async with self.one_at_a_time:
+                validation = await asyncio.to_thread(
+                    validate_policy_configmap, parsed, live=rt.store.current(), check=self.check
                 )
-            body = await _read_body(
-                scope, receive, rt.settings.max_body_bytes, rt.settings.request_timeout_seconds
-            )
-            parsed = parse_review(body)
-            validation = await asyncio.to_thread(
-                validate_policy_configmap, parsed, live=rt.store.current(), check=self.check
-            )
             self._record(parsed, validation)
             return 200, orjson.dumps(review(parsed.api_version, validation.response))
         except BadReview as exc:

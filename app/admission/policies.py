@@ -16,10 +16,11 @@ One request, in this order:
   prints it, and one `status.details.causes` entry each), and warnings become the response's
   `warnings`, which kubectl prints.
 
-In local mode (`make run`, directory policies) the route is served too, for trying it out: any
-namespace is checked, and nothing against the live set. Checks that depend on the live policies (a name another live ConfigMap defines, a container or
+Checks that depend on the live policies (a name another live ConfigMap defines, a container or
 volume another live policy injects differently) warn and never refuse: each replica holds its own
 copy of the live set (`PolicyStore.current()`), which may lag behind the others by a watch event.
+In local mode (`make run`, directory policies) the route is served too, for trying it out: any
+namespace is checked, and nothing against the live set (no ConfigMap ever joins a directory).
 """
 
 from __future__ import annotations

@@ -5,12 +5,15 @@ Its refusal must hold exactly the lines `podgraft policy validate` prints for th
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -21,10 +24,11 @@ from app.admission.policies import PolicyCheck, live_set_warnings, validate_poli
 from app.admission.review import BadReview, parse_review
 from app.cli import main
 from app.metrics import Metrics
-from app.server import create_app
+from app.server import MAX_VALIDATIONS, asgi_entry, create_app
 from app.settings import Settings
 from app.sources.documents import UNSCOPED_REQUIRED, image_pin_problem
 from app.sources.store import PolicyStore
+from tests.conftest import make_review
 from tests.unit.builders import compiled, policy_set, policy_yaml
 
 STORED = Path(__file__).parent / "apiserver_stored" / "policy-reviews.yaml"
@@ -480,3 +484,44 @@ def test_bad_review_is_raised_not_answered_by_the_pure_check() -> None:
     sent["request"]["resource"]["resource"] = "secrets"
     with pytest.raises(BadReview):
         decide(sent)
+
+
+# --- a burst: one check at a time, a bounded wait, /mutate unaffected ---------------------------------
+
+
+def test_a_burst_of_reviews_is_checked_one_at_a_time_bounded_and_mutate_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate, entered = threading.Event(), []
+
+    def held(*args: Any, **kwargs: Any) -> webhook.Validation:
+        entered.append(1)
+        assert gate.wait(10)
+        return validate_policy_configmap(*args, **kwargs)
+
+    monkeypatch.setattr("app.server.validate_policy_configmap", held)
+    app = asgi_entry(create_app(SETTINGS, store=PolicyStore(), metrics=Metrics()))
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://podgraft") as client:
+            waiting = [
+                asyncio.create_task(client.post("/validate-policies", json=review("create")))
+                for _ in range(MAX_VALIDATIONS)
+            ]
+            while not entered:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            over = await client.post("/validate-policies", json=review("create"))
+            assert over.status_code == 503
+            assert "checking other policy ConfigMaps; retry" in over.json()["response"]["status"]["message"]
+            pod_review = make_review({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}})
+            assert (await client.post("/mutate", json=pod_review)).status_code == 200
+            assert len(entered) == 1  # the others wait their turn
+            gate.set()
+            replies = await asyncio.gather(*waiting)
+            assert [r.status_code for r in replies] == [200] * MAX_VALIDATIONS
+            assert {r.json()["response"]["allowed"] for r in replies} == {False}
+            assert len(entered) == MAX_VALIDATIONS
+
+    asyncio.run(scenario())
