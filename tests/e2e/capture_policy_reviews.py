@@ -15,21 +15,20 @@ import base64
 import contextlib
 import json
 import queue
-import ssl
 import subprocess
 import tempfile
-import threading
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from app.certs import generate_ca, issue_certificate
+from app.certs import generate_ca
 
 from .controlplane import LOOPBACK, REPO, ControlPlane, build_binaries
 from .kube import POLICY_LABEL, Kube
+from .webhooks import serve_reviews
 
 OUT = REPO / "tests" / "unit" / "apiserver_stored" / "policy-reviews.yaml"
 POLICY = """\
@@ -44,33 +43,15 @@ spec:
 
 
 def _recorder(workdir: Path) -> tuple[ThreadingHTTPServer, bytes, queue.Queue[dict[str, Any]]]:
+    """A webhook that keeps every review and allows it."""
     ca, ca_key = generate_ca("capture-ca")
-    cert, key = issue_certificate([LOOPBACK], ca_cert=ca, ca_key=ca_key, days=1)
-    (workdir / "tls.crt").write_bytes(cert)
-    (workdir / "tls.key").write_bytes(key)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(workdir / "tls.crt", workdir / "tls.key")
     received: queue.Queue[dict[str, Any]] = queue.Queue()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-            received.put(review)
-            answer = {"uid": review["request"]["uid"], "allowed": True}
-            reply = {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": answer}
-            body = json.dumps(reply)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body.encode())
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        received.put(request)
+        return {"uid": request["uid"], "allowed": True}
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, _ = serve_reviews(answer, ca_cert=ca, ca_key=ca_key, workdir=workdir, name="recorder")
     return server, ca, received
 
 
@@ -129,8 +110,7 @@ def main() -> None:
         reviews: dict[str, Any] = {}
 
         def take(what: str) -> None:
-            review = received.get(timeout=10)
-            reviews[what] = review["request"]
+            reviews[what] = received.get(timeout=10)
 
         # the webhook configuration takes a moment to be in force: retry the first write
         for _ in range(50):

@@ -9,7 +9,7 @@ import contextlib
 import json
 import ssl
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,7 +75,44 @@ def webhook_configuration(
     }
 
 
-# --- a second webhook: adds a label -----------------------------------------------------------------
+# --- webhooks of the tests' own, over TLS -------------------------------------------------------------
+
+
+Answer = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def serve_reviews(
+    answer: Answer, *, ca_cert: bytes, ca_key: bytes, workdir: Path, name: str
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A webhook on loopback over TLS (a certificate of the CA given): `answer(request)` is the
+    AdmissionResponse to each review's request; the uid is the caller's to echo."""
+    cert, key = issue_certificate([LOOPBACK, "localhost"], ca_cert=ca_cert, ca_key=ca_key, days=2)
+    (workdir / f"{name}.crt").write_bytes(cert)
+    (workdir / f"{name}.key").write_bytes(key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(workdir / f"{name}.crt", workdir / f"{name}.key")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            response = answer(review["request"])
+            body = json.dumps(
+                {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response}
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name=f"e2e-{name}", daemon=True)
+    thread.start()
+    return server, thread
 
 
 @dataclass
@@ -93,47 +130,28 @@ class Labeller:
 
     @classmethod
     def start(cls, *, ca_cert: bytes, ca_key: bytes, workdir: Path, label: str) -> Labeller:
-        cert, key = issue_certificate([LOOPBACK, "localhost"], ca_cert=ca_cert, ca_key=ca_key, days=2)
-        (workdir / "labeller.crt").write_bytes(cert)
-        (workdir / "labeller.key").write_bytes(key)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(workdir / "labeller.crt", workdir / "labeller.key")
         calls: list[str] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                request = review["request"]
-                obj = request["object"]
-                calls.append(obj["metadata"].get("name") or obj["metadata"].get("generateName") or "?")
-                labels = obj["metadata"].get("labels")
-                response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
-                if labels is None:
-                    ops = [{"op": "add", "path": "/metadata/labels", "value": {label: "true"}}]
-                elif label not in labels:
-                    path = "/metadata/labels/" + label.replace("~", "~0").replace("/", "~1")
-                    ops = [{"op": "add", "path": path, "value": "true"}]
-                else:
-                    ops = []
-                if ops:
-                    response["patchType"] = "JSONPatch"
-                    response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
-                body = json.dumps(
-                    {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response}
-                )
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body.encode())
+        def answer(request: dict[str, Any]) -> dict[str, Any]:
+            obj = request["object"]
+            calls.append(obj["metadata"].get("name") or obj["metadata"].get("generateName") or "?")
+            labels = obj["metadata"].get("labels")
+            response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
+            if labels is None:
+                ops = [{"op": "add", "path": "/metadata/labels", "value": {label: "true"}}]
+            elif label not in labels:
+                path = "/metadata/labels/" + label.replace("~", "~0").replace("/", "~1")
+                ops = [{"op": "add", "path": path, "value": "true"}]
+            else:
+                ops = []
+            if ops:
+                response["patchType"] = "JSONPatch"
+                response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
+            return response
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        thread = threading.Thread(target=server.serve_forever, name="e2e-labeller", daemon=True)
-        thread.start()
+        server, thread = serve_reviews(
+            answer, ca_cert=ca_cert, ca_key=ca_key, workdir=workdir, name="labeller"
+        )
         return cls(label, server, thread, calls)
 
     def stop(self) -> None:
