@@ -131,20 +131,3 @@ def test_disabled_renders_no_validating_webhook(helm: Helm) -> None:
     objects = helm.render(sets=["policyValidation.enabled=false"])
     assert not find(objects, "ValidatingWebhookConfiguration")
     assert one(objects, "MutatingWebhookConfiguration")
-
-
-@pytest.mark.parametrize(
-    ("setting", "message"),
-    [
-        pytest.param(
-            "policyValidation.failurePolicy=Never", "value must be one of 'Fail', 'Ignore'", id="policy"
-        ),
-        pytest.param("policyValidation.timeoutSeconds=31", "maximum: got 31, want 30", id="timeout"),
-        pytest.param("policyValidation.name=policies", "does not match pattern", id="name"),
-        pytest.param("policyValidation.enable=true", "additional properties 'enable' not allowed", id="typo"),
-    ],
-)
-def test_the_schema_refuses_bad_values(helm: Helm, setting: str, message: str) -> None:
-    error = helm.render_error(sets=[setting])
-    assert "don't meet the specifications of the schema" in error
-    assert message in error

@@ -56,6 +56,20 @@ PASSTHROUGH_BLOCKS = {"podSecurityContext", "securityContext", "resources", "upd
         pytest.param("config.logLevel=verbose", "value must be one of", id="log-level"),
         pytest.param("webhook.name=podgraft", "does not match pattern", id="webhook-name-needs-three-labels"),
         pytest.param("replicaCount=0", "minimum: got 0, want 1", id="no-replicas"),
+        pytest.param(
+            "policyValidation.failurePolicy=Never",
+            "value must be one of 'Fail', 'Ignore'",
+            id="policy-validation-failure-policy",
+        ),
+        pytest.param(
+            "policyValidation.timeoutSeconds=31", "maximum: got 31, want 30", id="policy-validation-timeout"
+        ),
+        pytest.param("policyValidation.name=policies", "does not match pattern", id="policy-validation-name"),
+        pytest.param(
+            "policyValidation.enable=true",
+            "additional properties 'enable' not allowed",
+            id="policy-validation-typo",
+        ),
     ],
 )
 def test_schema_rejects_bad_values(helm: Helm, setting: str, message: str) -> None:

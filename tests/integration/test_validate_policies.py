@@ -17,15 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 
 STORED = Path(__file__).resolve().parents[1] / "unit" / "apiserver_stored" / "policy-reviews.yaml"
 REVIEWS = yaml.safe_load(STORED.read_text())
-FIXED = """\
-apiVersion: podgraft.io/v1alpha1
-kind: InjectionPolicy
-metadata: {name: log-shipper}
-spec:
-  sidecars:
-    - name: log-shipper
-      image: fluent/fluent-bit:3.1.9
-"""
+FIXED = REVIEWS["create"]["object"]["data"]["log.yaml"].replace("imag:", "image:")  # the misspelt field
 
 
 def _review(what: str, **data: str) -> dict[str, Any]:
