@@ -81,7 +81,7 @@ class Metrics:
         self.policy_validations = Counter(
             "podgraft_policy_validations_total",
             "Reviews of policy ConfigMaps (/validate-policies), by outcome: allowed, warned, denied, "
-            "ignored (not labelled, or DELETE), bad_request, error",
+            "ignored (not labelled, or not CREATE or UPDATE), bad_request, error",
             ["outcome"],
             registry=r,
         )
