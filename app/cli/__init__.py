@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.cli import audit, certs, explain, inject, policy, rollout
-from app.cli.common import engine_flags, settings_from
+from app.cli.common import EXIT_USAGE, engine_flags, err, settings_from, settings_problems
 from app.cli.inject import inject_documents
 
 __all__ = ["build_parser", "inject_documents", "main"]
@@ -54,4 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:  # a setting from the environment or a flag: a usage error
+        for line in settings_problems(exc, args):
+            err(line)
+        return EXIT_USAGE
     return code
