@@ -218,7 +218,7 @@ def run_cli(source: list[str], policies: Path) -> dict[str, Any]:
 
 def through_the_api(objects: list[dict[str, Any]], work: Path, policies: Path) -> dict[str, Any]:
     """Create the namespaces, ReplicaSets and pods in a real apiserver, then audit them from there."""
-    from tests.e2e.controlplane import ControlPlane
+    from hack.cluster.controlplane import ControlPlane
 
     plane = ControlPlane.start(work / "controlplane")
     try:

@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from .controlplane import REPO
+from hack.cluster.processes import REPO
+
 from .kube import PODGRAFT_NAMESPACE
 
 CHART = REPO / "charts" / "podgraft"

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from .controlplane import REPO
+from hack.cluster.processes import REPO
+
 from .kube import INJECT, PODGRAFT_NAMESPACE, eventually, injected, pod
 from .stack import E2E
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from hack.cluster.host import exclusive_node
+from hack.cluster.node import NODE_BINARIES, Images, Node, prepare_images
 from tests.e2e.kube import INJECTION_LABEL, eventually
 from tests.e2e.stack import E2E, start_stack
 
-from .host import exclusive_node
-from .node import NODE_BINARIES, Images, Node, prepare_images
 from .workloads import Kubectl, app_container, deployment, node_policies, pod_spec
 
 POLICY_NAMESPACE = "node-policies"

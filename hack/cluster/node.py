@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.controlplane import LOOPBACK, REPO, ControlPlane, Managed, free_port, start_all, wait_for
-from tests.e2e.kube import Kube
-
 from .configs import cni_config, containerd_config, kubelet_config
+from .controlplane import ControlPlane, api_client
 from .host import IP_FORWARD, NODE_IP, NODE_ROOT, POD_SUBNET, clean_node_root, make_bridge, make_cgroup_root
+from .processes import LOOPBACK, REPO, Managed, free_port, start_all, wait_for
 
 SETUP = REPO / "hack" / "node" / "setup.sh"
 NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
@@ -203,18 +203,19 @@ class Node:
         )
 
     def _wait_ready(self) -> None:
-        kube = Kube(self.plane.admin_kubeconfig)
+        api = api_client(self.plane.admin_kubeconfig)
+        core = client.CoreV1Api(api)
         kubelet = next(p for p in self.processes if p.name == "kubelet")
 
         def ready() -> bool:
-            node = json.loads(kube.core.read_node(NODE_NAME, _preload_content=False).data)
+            node = json.loads(core.read_node(NODE_NAME, _preload_content=False).data)
             conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions") or []}
             return conditions.get("Ready") == "True" and not node["spec"].get("taints")
 
         try:
             wait_for(ready, timeout=120, what=f"node {NODE_NAME} Ready and untainted", process=kubelet)
         finally:
-            kube.close()
+            api.close()
 
     def stop(self) -> None:
         """Stop the controllers (nothing is re-created), let the kubelet tear every pod down (its
@@ -236,16 +237,17 @@ class Node:
 
 def _delete_all_pods(plane: ControlPlane, *, timeout: float) -> None:
     """Delete every pod with a short grace period and wait until the kubelet has removed them all."""
-    kube = Kube(plane.admin_kubeconfig)
+    api = api_client(plane.admin_kubeconfig)
+    core = client.CoreV1Api(api)
 
     def remaining() -> list[dict[str, Any]]:
-        return list(json.loads(kube.core.list_pod_for_all_namespaces(_preload_content=False).data)["items"])
+        return list(json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data)["items"])
 
     try:
         for item in remaining():
             with contextlib.suppress(ApiException):
                 meta = item["metadata"]
-                kube.core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=1)
+                core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=1)
         wait_for(lambda: not remaining(), timeout=timeout, what="every pod removed")
     finally:
-        kube.close()
+        api.close()
