@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint typecheck unit integration e2e node chart bench bench-audit certs clean venv
+.PHONY: run test lint typecheck unit integration e2e node chart image bench bench-audit certs clean venv
 
 venv: $(STAMP)
 
@@ -50,6 +50,11 @@ chart: $(STAMP)
 # A real node (root): containerd, runc and the CNI plugins from Debian, installed by hack/node/setup.sh.
 node: $(STAMP)
 	$(BIN)/pytest -q tests/node
+
+# The server image from the Dockerfile, without a registry or a Docker daemon (root: podman and
+# mmdebstrap from Debian, a bookworm base made here); cached by content. Prints `podgraft=IMAGE ARCHIVE`.
+image:
+	hack/image/build.sh
 
 # Every tier: lint, types, then all tests (unit, golden, property, integration, chart, e2e, node).
 test: lint typecheck

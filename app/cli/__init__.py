@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app import __version__
 from app.cli import audit, certs, inject, policy
 from app.cli.common import engine_flags, settings_from
 from app.cli.inject import inject_documents
@@ -41,6 +42,7 @@ def _serve_parser(commands: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podgraft", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"podgraft {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(commands)
     for command in (inject, audit, policy, certs):
