@@ -8,7 +8,10 @@ copied from limits...), quantities in canonical form, and no empty fields. `cano
 `canonical_volume`, `canonical_env` and `canonical_mount` apply the same defaults (those of
 `k8s.io/kubernetes/pkg/apis/core/v1/defaults.go` that concern what a policy injects) and drop empty
 values, to both sides of a comparison. Anything else that differs is a real difference: a field
-the pod added, removed or changed is never explained away.
+the pod added, removed or changed is never explained away, with one exception the apiserver itself
+makes: its ServiceAccount admission plugin runs again after the webhooks and mounts the pod's API
+token volume (`kube-api-access-*`) into every container that has nothing at the token path, the
+injected helpers included (`token_mount_added`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 from app.engine.podview import as_mapping
 
+SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_VOLUME_PREFIX = "kube-api-access-"
 DEFAULT_FILE_MODE = 0o644  # defaultMode of configMap, secret, downwardAPI and projected volumes
 TOKEN_EXPIRATION_SECONDS = 3600
 PROBE_DEFAULTS = {"timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3}
@@ -226,7 +231,51 @@ def _same(canonical: Callable[[Any], Any], current: Any, wanted: Any) -> bool:
         return False
 
 
+def _mounts_at(container: Mapping[str, Any], path: str) -> list[Any]:
+    mounts = container.get("volumeMounts")
+    return (
+        [m for m in mounts if isinstance(m, dict) and m.get("mountPath") == path]
+        if isinstance(mounts, list)
+        else []
+    )
+
+
+def token_mount_added(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether `current` holds the API token mount exactly as the apiserver's ServiceAccount
+    admission plugin adds it (plugin/pkg/admission/serviceaccount: `{name: kube-api-access-<random>,
+    readOnly: true, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}`, appended to each
+    container with no mount at that path), where `wanted` mounts nothing at that path."""
+    if _mounts_at(wanted, SERVICE_ACCOUNT_MOUNT_PATH):
+        return False
+    found = _mounts_at(current, SERVICE_ACCOUNT_MOUNT_PATH)
+    return len(found) == 1 and _is_token_mount(found[0])
+
+
+def _is_token_mount(mount: Mapping[str, Any]) -> bool:
+    name = mount.get("name")
+    return (
+        isinstance(name, str)
+        and name.startswith(SERVICE_ACCOUNT_VOLUME_PREFIX)
+        and mount.get("readOnly") is True
+        and set(mount) <= {"name", "readOnly", "mountPath"}
+    )
+
+
+def without_token_mount(container: Mapping[str, Any]) -> dict[str, Any]:
+    """`container` without the ServiceAccount plugin's token mount."""
+    mounts = [
+        m
+        for m in container["volumeMounts"]
+        if not (isinstance(m, dict) and m.get("mountPath") == SERVICE_ACCOUNT_MOUNT_PATH)
+    ]
+    return {**container, "volumeMounts": mounts}
+
+
 def same_container(current: Any, wanted: Any, *, host_network: bool) -> bool:
+    """Equal as the apiserver stores them, where the stored one may also carry the API token mount
+    that the ServiceAccount plugin added after Podgraft's patch (see the module doc)."""
+    if isinstance(current, dict) and isinstance(wanted, dict) and token_mount_added(current, wanted):
+        current = without_token_mount(current)
     return _same(lambda item: canonical_container(item, host_network=host_network), current, wanted)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from decimal import Decimal
 from fractions import Fraction
@@ -298,3 +299,47 @@ def test_what_is_not_a_quantity_is_left_alone() -> None:
     assert quantity(True) is True
     assert quantity("1e999") == "1e999"
     assert quantity(2) == 2
+
+
+# --- the API token mount the ServiceAccount admission plugin adds after Podgraft's patch ----------
+
+TOKEN_MOUNT = {
+    "name": "kube-api-access-x7k2q",
+    "readOnly": True,
+    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+}
+HELPER = container(volumeMounts=[{"name": "logs", "mountPath": "/logs"}])
+
+
+def test_the_service_account_plugins_token_mount_is_the_apiservers() -> None:
+    """With ServiceAccount admission on, the apiserver re-runs its plugins after the webhooks: the
+    injected helper comes back to Podgraft (reinvocation) and to the audit with the token mount
+    appended (plugin/pkg/admission/serviceaccount, mountServiceAccountToken)."""
+    stored = copy.deepcopy(HELPER)
+    stored["volumeMounts"].append(dict(TOKEN_MOUNT))
+    assert same_container(stored, HELPER, host_network=False)
+    bare = container(volumeMounts=[dict(TOKEN_MOUNT)])
+    assert same_container(bare, container(), host_network=False)
+
+
+@pytest.mark.parametrize(
+    "mount",
+    [
+        pytest.param({**TOKEN_MOUNT, "name": "my-token"}, id="another-volume"),
+        pytest.param({**TOKEN_MOUNT, "readOnly": False}, id="writable"),
+        pytest.param({**TOKEN_MOUNT, "subPath": "token"}, id="sub-path"),
+        pytest.param({**TOKEN_MOUNT, "mountPath": "/var/run/secrets/other"}, id="another-path"),
+    ],
+)
+def test_any_other_mount_is_a_difference(mount: dict[str, Any]) -> None:
+    stored = copy.deepcopy(HELPER)
+    stored["volumeMounts"].append(mount)
+    assert not same_container(stored, HELPER, host_network=False)
+
+
+def test_a_policy_that_mounts_the_token_path_itself_is_compared_as_it_is() -> None:
+    own = container(volumeMounts=[{**TOKEN_MOUNT, "name": "policy-token"}])
+    stored = container(volumeMounts=[dict(TOKEN_MOUNT)])
+    assert not same_container(stored, own, host_network=False)
+    twice = container(volumeMounts=[dict(TOKEN_MOUNT), {**TOKEN_MOUNT, "name": "kube-api-access-b"}])
+    assert not same_container(twice, container(), host_network=False)

@@ -215,3 +215,42 @@ def test_the_status_value_written_is_what_a_second_pass_reads() -> None:
         name: EXAMPLES.by_name[name].content_hash for name in ("log-shipper", "mesh-proxy", "wait-for-db")
     }
     assert status == status_value(hashes, ["log-shipper", "mesh-proxy", "wait-for-db"])
+
+
+# --- after the ServiceAccount admission plugin ----------------------------------------------------
+
+
+def service_account_plugin(subject: dict[str, Any]) -> dict[str, Any]:
+    """What kube-apiserver's ServiceAccount plugin does to a pod, run again after the webhooks
+    (plugin/pkg/admission/serviceaccount/admission.go, v1.35): the projected token volume once, and
+    its mount appended to every init and app container without a mount at the token path. (The
+    node tier shows the same on pods of real controllers.)"""
+    patched = copy.deepcopy(subject)
+    spec = patched["spec"]
+    volumes = spec.setdefault("volumes", [])
+    name = next((v["name"] for v in volumes if v["name"].startswith("kube-api-access-")), None)
+    if name is None:
+        name = "kube-api-access-q8w2z"
+        volumes.append({"name": name, "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}})
+    path = "/var/run/secrets/kubernetes.io/serviceaccount"
+    for group in ("initContainers", "containers"):
+        for container in spec.get(group, []):
+            mounts = container.setdefault("volumeMounts", [])
+            if not any(m["mountPath"] == path for m in mounts):
+                mounts.append({"name": name, "readOnly": True, "mountPath": path})
+    return patched
+
+
+def test_reinvoked_after_the_service_account_plugin_no_patch_and_current() -> None:
+    """Create: the plugin mounts the app containers, Podgraft adds its helpers, the plugin runs again
+    and mounts them too, and Podgraft is reinvoked (IfNeeded): nothing to do, and the audit agrees."""
+    created = service_account_plugin(pod(annotations=dict(WEB), labels={"app": "web"}))
+    admitted = service_account_plugin(injected(created))
+    helpers = [c for c in admitted["spec"]["initContainers"] if c["name"] in ("mesh-proxy", "wait-for-db")]
+    assert all(c["volumeMounts"][-1]["name"] == "kube-api-access-q8w2z" for c in helpers), helpers
+    again = inject_pod(admitted, namespace="shop", namespace_labels=None, policies=EXAMPLES, config=CONFIG)
+    assert (again.patch, again.warnings, again.denial) == ([], (), None)
+    others = [EXAMPLES.by_name[n] for n in ("mesh-proxy", "wait-for-db", "log-shipper")]
+    for name in ("mesh-proxy", "wait-for-db", "log-shipper"):
+        alongside = [p for p in others if p.name != name]
+        assert state(admitted, name, alongside=alongside).current, name
