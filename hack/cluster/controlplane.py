@@ -1,12 +1,20 @@
 """A real etcd + kube-apiserver, for the e2e tier on loopback (no kubelet, no controllers) and, with
-a node beside it (node.py), for the node tier and `make cluster`.
+a node beside it (node.py, cluster.py), for the node tier and `make cluster`.
 
 `ControlPlane.start(workdir)` builds (or reuses) the pinned binaries through
 `hack/controlplane/build.sh` (more of them when asked: `binaries=`), writes certificates, a static
-token file and kubeconfigs, starts etcd and kube-apiserver on free loopback ports in process groups
-of their own, and waits for `/readyz`. `stop()` kills both groups by PID, whatever state they are
-in; it is safe to call twice. The apiserver also gets a kubelet client certificate (for pod logs
-and `kubectl debug` when a kubelet runs) and reaches kubelets at their InternalIP.
+token file and kubeconfigs, starts etcd and kube-apiserver on free ports in process groups of their
+own, and waits for `/readyz`. `stop()` kills both groups by PID, whatever state they are in; it is
+safe to call twice. The apiserver also gets a kubelet client certificate (for pod logs and
+`kubectl debug` when a kubelet runs) and reaches kubelets at their InternalIP.
+
+Two ways to run it:
+- on loopback (the e2e tier): no ServiceAccount admission (no controller-manager makes the
+  accounts), no `kubernetes` Service endpoint; Podgraft runs on the host;
+- `in_cluster` at an `address` pods can reach (the node's bridge address): the ServiceAccount
+  admission plugin on, tokens issued (TokenRequest, signed with sa.key), the `kubernetes` Service
+  at KUBERNETES_SERVICE_IP with this address as its endpoint (the lease reconciler), and both in
+  the serving certificate, so that pods reach the apiserver in-cluster with their projected token.
 
 Two identities are issued (static bearer tokens):
 - `admin` in `system:masters`, used by the tests;
@@ -36,6 +44,9 @@ from app.certs import generate_ca, issue_certificate
 from .processes import LOOPBACK, REPO, Managed, free_port, https_get, start_all, wait_for
 
 BUILD_SCRIPT = REPO / "hack" / "controlplane" / "build.sh"
+SERVICE_RANGE = "10.0.0.0/24"  # --service-cluster-ip-range
+KUBERNETES_SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service: the range's first address
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 # --- build ----------------------------------------------------------------------------------------
@@ -87,7 +98,7 @@ def api_client(kubeconfig: Path) -> client.ApiClient:
 
 
 def write_kubeconfig(path: Path, *, server: str, ca_file: Path, user: str, token: str) -> Path:
-    config = {
+    document = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "e2e", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
@@ -95,7 +106,7 @@ def write_kubeconfig(path: Path, *, server: str, ca_file: Path, user: str, token
         "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
         "current-context": "e2e",
     }
-    return _write(path, yaml.safe_dump(config))
+    return _write(path, yaml.safe_dump(document))
 
 
 @dataclass
@@ -104,6 +115,9 @@ class ControlPlane:
 
     workdir: Path
     binaries: Binaries
+    address: str = LOOPBACK
+    in_cluster: bool = False
+    detached: bool = False
     etcd_port: int = 0
     apiserver_port: int = 0
     ca_file: Path = field(default_factory=Path)
@@ -115,7 +129,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://{LOOPBACK}:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     def kubeconfig_for(self, user: str, token: str, name: str) -> Path:
         return write_kubeconfig(
@@ -129,14 +143,23 @@ class ControlPlane:
         *,
         extra_users: Sequence[tuple[str, str, Sequence[str]]] = (),
         binaries: Sequence[str] = CONTROL_PLANE,
+        address: str = LOOPBACK,
+        in_cluster: bool = False,
+        detached: bool = False,
     ) -> ControlPlane:
         """Start both processes; on any failure, stop what was started and re-raise.
 
         `extra_users` are (user name, token, groups) added to the static token file; `binaries`
-        are built (or found) besides etcd and kube-apiserver, for whoever runs more components.
+        are built (or found) besides etcd and kube-apiserver, for whoever runs more components;
+        `address` is where the apiserver listens and what it advertises; `in_cluster` see above;
+        `detached` processes outlive this Python process (`make cluster`).
         """
         plane = cls(
-            workdir=workdir, binaries=build_binaries(tuple(dict.fromkeys([*CONTROL_PLANE, *binaries])))
+            workdir=workdir,
+            binaries=build_binaries(tuple(dict.fromkeys([*CONTROL_PLANE, *binaries]))),
+            address=address,
+            in_cluster=in_cluster,
+            detached=detached,
         )
         steps = [lambda: plane._files(extra_users), plane._start_etcd, plane._start_apiserver]
         plane.start_seconds = start_all(steps, stop=plane.stop)
@@ -148,6 +171,8 @@ class ControlPlane:
         ca_cert, ca_key = generate_ca("e2e-kubernetes-ca")
         self.ca_file = _write(pki / "ca.crt", ca_cert, 0o644)
         names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "localhost", LOOPBACK]
+        names += ["kubernetes.default.svc.cluster.local", KUBERNETES_SERVICE_IP] if self.in_cluster else []
+        names += [self.address] if self.address not in names else []
         cert, key = issue_certificate(names, ca_cert=ca_cert, ca_key=ca_key, days=2)
         _write(pki / "apiserver.crt", cert, 0o644)
         _write(pki / "apiserver.key", key)
@@ -177,15 +202,22 @@ class ControlPlane:
         rows = [("admin", self.admin_token, ["system:masters"]), *extra_users]
         lines = [f'{token},{user},{user},"{",".join(groups)}"' for user, token, groups in rows]
         _write(pki / "tokens.csv", "\n".join(lines) + "\n")
-        self.etcd_port, self.apiserver_port = free_port(), free_port()
+        self.etcd_port, self.apiserver_port = free_port(), free_port(self.address)
         self.admin_kubeconfig = self.kubeconfig_for("admin", self.admin_token, "admin.kubeconfig")
+
+    def _spawn(self, name: str, argv: Sequence[str]) -> Managed:
+        process = Managed.spawn(
+            name, argv, log_path=self.workdir / "logs" / f"{name}.log", detached=self.detached
+        )
+        self.processes.append(process)
+        return process
 
     def _start_etcd(self) -> None:
         data = self.workdir / "etcd-data"
         peer_port = free_port()
         client_url = f"http://{LOOPBACK}:{self.etcd_port}"
         peer_url = f"http://{LOOPBACK}:{peer_port}"
-        etcd = Managed.spawn(
+        etcd = self._spawn(
             "etcd",
             [
                 str(self.binaries["etcd"]),
@@ -199,9 +231,7 @@ class ControlPlane:
                 "--unsafe-no-fsync=true",  # a throwaway cluster: speed over durability
                 "--log-level=warn",
             ],
-            log_path=self.workdir / "logs" / "etcd.log",
         )
-        self.processes.append(etcd)
 
         def healthy() -> bool:
             conn = http.client.HTTPConnection(LOOPBACK, self.etcd_port, timeout=2)
@@ -214,15 +244,24 @@ class ControlPlane:
 
         wait_for(healthy, timeout=30, what="etcd /health", process=etcd)
 
+    def _admission_flags(self) -> list[str]:
+        if self.in_cluster:
+            return []  # the default plugins, ServiceAccount among them; the lease endpoint reconciler
+        return [
+            # no controller-manager: no token controller, so do not require service accounts
+            "--disable-admission-plugins=ServiceAccount",
+            "--endpoint-reconciler-type=none",
+        ]
+
     def _start_apiserver(self) -> None:
         pki = self.workdir / "pki"
-        apiserver = Managed.spawn(
+        apiserver = self._spawn(
             "kube-apiserver",
             [
                 str(self.binaries["kube-apiserver"]),
                 f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
-                f"--bind-address={LOOPBACK}",
-                f"--advertise-address={LOOPBACK}",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -232,31 +271,28 @@ class ControlPlane:
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-cluster-ip-range={SERVICE_RANGE}",
                 "--authorization-mode=RBAC",
                 "--kubelet-preferred-address-types=InternalIP",  # a node's name is no DNS name here
                 "--allow-privileged=true",
-                # no controller-manager: no token controller, so do not require service accounts
-                "--disable-admission-plugins=ServiceAccount",
-                "--endpoint-reconciler-type=none",
+                *self._admission_flags(),
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=1",
             ],
-            log_path=self.workdir / "logs" / "kube-apiserver.log",
         )
-        self.processes.append(apiserver)
+
+        def get(path: str) -> tuple[int, bytes]:
+            return https_get(
+                self.apiserver_port, path, ca_file=self.ca_file, token=self.admin_token, host=self.address
+            )
 
         def ready() -> bool:
-            status, _ = https_get(
-                self.apiserver_port, "/readyz", ca_file=self.ca_file, token=self.admin_token
-            )
-            return status == 200
+            return get("/readyz")[0] == 200
 
         wait_for(ready, timeout=120, what="kube-apiserver /readyz", process=apiserver)
-        _, body = https_get(self.apiserver_port, "/version", ca_file=self.ca_file, token=self.admin_token)
-        self.version = str(json.loads(body).get("gitVersion", ""))
+        self.version = str(json.loads(get("/version")[1]).get("gitVersion", ""))
 
     def stop(self) -> None:
         """Kill the apiserver, then etcd (each by its process group)."""

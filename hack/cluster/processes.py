@@ -1,6 +1,7 @@
-"""The processes of the local cluster: each in a process group of its own, logging to a file,
-stopped by its PID (never by name), and killed with the Python process that started it unless it
-is meant to outlive it (`make cluster`); waiting for what they serve."""
+"""The processes of the local cluster: each in a process group of its own, logging to a file, and
+stopped by its PID (never by name). A process dies with the Python process that started it, unless
+it is `detached` (`make cluster`): then `make cluster-down` finds it again by PID and start time
+(`Managed.adopt`), so that a recycled PID is never signalled. Also: waiting for what they serve."""
 
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 
-# --- processes ------------------------------------------------------------------------------------
-
 _LIVE: dict[int, Managed] = {}
 
 
@@ -34,50 +33,91 @@ def _with_parent_death_signal(argv: Sequence[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
 
 
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None when it is
+    gone or a zombie: with the PID, it names one process for good."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
 @dataclass
 class Managed:
-    """A child process in its own process group, logging to a file."""
+    """A process in its own process group, logging to a file: a child (`spawn`) or one that an
+    earlier, detached start left running (`adopt`)."""
 
     name: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None
     log_path: Path
+    pid: int = 0
+    started: int | None = None
 
     @classmethod
     def spawn(
-        cls, name: str, argv: Sequence[str], *, log_path: Path, env: dict[str, str] | None = None
+        cls,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        detached: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> Managed:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
-                _with_parent_death_signal(argv),
+                list(argv) if detached else _with_parent_death_signal(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # own process group: killpg reaches any grandchildren
+                pass_fds=tuple(pass_fds),
             )
-        managed = cls(name, popen, log_path)
-        _LIVE[popen.pid] = managed
+        managed = cls(name, popen, log_path, popen.pid, start_time(popen.pid))
+        if not detached:
+            _LIVE[popen.pid] = managed
         return managed
 
+    @classmethod
+    def adopt(cls, name: str, pid: int, started: int | None, log_path: Path) -> Managed:
+        """The process `pid` that a detached start recorded, if it is still that one."""
+        return cls(name, None, log_path, pid, started)
+
     @property
-    def pid(self) -> int:
-        return self.popen.pid
+    def returncode(self) -> int | None:
+        return self.popen.returncode if self.popen is not None else None
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return self.started is not None and start_time(self.pid) == self.started
+
+    def _wait(self, timeout: float) -> bool:
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return not self.alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL it if it has not exited within `timeout`."""
         _LIVE.pop(self.pid, None)
+        if self.popen is None and not self.alive():
+            return  # gone already, and its PID may be someone else's by now
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
-            try:
-                self.popen.wait(wait)
+            if self._wait(wait):
                 break
-            except subprocess.TimeoutExpired:
-                continue
         # the leader may be gone while group members linger
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
@@ -97,9 +137,9 @@ def _kill_leftovers() -> None:
         managed.stop(timeout=3)
 
 
-def free_port() -> int:
+def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -110,8 +150,7 @@ def wait_for(check: Callable[[], bool], *, timeout: float, what: str, process: M
     while time.monotonic() < deadline:
         if process is not None and not process.alive():
             raise RuntimeError(
-                f"{process.name} exited with {process.popen.returncode} while waiting for {what}:\n"
-                f"{process.tail()}"
+                f"{process.name} exited with {process.returncode} while waiting for {what}:\n{process.tail()}"
             )
         try:
             if check():
@@ -124,11 +163,17 @@ def wait_for(check: Callable[[], bool], *, timeout: float, what: str, process: M
 
 
 def https_get(
-    port: int, path: str, *, ca_file: Path, token: str | None = None, timeout: float = 5.0
+    port: int,
+    path: str,
+    *,
+    ca_file: Path,
+    token: str | None = None,
+    timeout: float = 5.0,
+    host: str = LOOPBACK,
 ) -> tuple[int, bytes]:
-    """GET https://127.0.0.1:port/path, verifying the server against `ca_file`; never uses a proxy."""
+    """GET https://host:port/path, verifying the server against `ca_file`; never uses a proxy."""
     context = ssl.create_default_context(cafile=str(ca_file))
-    conn = http.client.HTTPSConnection(LOOPBACK, port, context=context, timeout=timeout)
+    conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         conn.request("GET", path, headers=headers)

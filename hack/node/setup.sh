@@ -5,7 +5,8 @@
 #   - pause: Kubernetes' own build/pause/linux/pause.c from the pinned k8s.io/kubernetes module,
 #     compiled static with gcc;
 #   - busybox: Debian's busybox-static with a symlink per applet (sh, httpd, wget, nc, tail, ...).
-# Needs root (apt-get; the node itself runs as root). Prints `NAME=IMAGE ARCHIVE` per image.
+# Needs root (apt-get; the node itself runs as root). Prints `NAME=IMAGE ARCHIVE` per image, and
+# `containerd=VERSION`, the containerd the node must report it runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -69,3 +70,4 @@ if [[ ! -f "${images}/pause.tar" || ! -f "${images}/busybox.tar" ]]; then
 fi
 echo "pause=${pause_image} ${images}/pause.tar"
 echo "busybox=${busybox_image} ${images}/busybox.tar"
+echo "containerd=${pins[containerd]}"

@@ -4,7 +4,6 @@ the injected log shipper reads what the app writes; a policy rollout reaches onl
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from tests.e2e.kube import INJECT, STATUS, container, env_of, eventually, injected, names
@@ -13,9 +12,9 @@ from .conftest import Cluster
 from .workloads import app_container, deployment, pod_spec, policy
 
 
-def _admissions(log: Path, namespace: str) -> list[dict[str, Any]]:
-    """Podgraft's JSON log lines for Pod admissions in `namespace`."""
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+def _admissions(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    """The webhook pods' JSON log lines (`kubectl logs`) for Pod admissions in `namespace`."""
+    lines = cluster.podgraft_logs()
     return [line for line in lines if line.get("msg") == "admission" and line.get("namespace") == namespace]
 
 
@@ -39,7 +38,7 @@ def test_deployment_pods_from_the_replicaset_controller_are_injected_and_ready_a
         assert names(pod["spec"]["initContainers"]) == ["log-shipper"]
         assert env_of(container(pod, "app"))["LOG_FILE"] == "/var/log/app/app.log"
     # what reached Podgraft: pods with no name yet, only the generateName prefix
-    admissions = _admissions(cluster.env.podgraft.process.log_path, ns)
+    admissions = _admissions(cluster, ns)
     assert len(admissions) >= 3
     assert all(a["pod"].startswith("web-") and a["pod"].endswith("-*") for a in admissions), admissions
     assert all(a["injected"] == ["log-shipper"] for a in admissions), admissions
@@ -70,12 +69,12 @@ def test_policy_rollout_gives_restarted_pods_the_new_version_and_leaves_old_pods
 
     def publish(version: str) -> None:
         versioned = policy("versioned", env=[{"name": "VERSION", "value": version}])
-        cluster.env.kube.put_configmap(cluster.env.policy_namespace, configmap, {"versioned.yaml": versioned})
+        cluster.kube.put_configmap(cluster.policy_namespace, configmap, {"versioned.yaml": versioned})
 
     spec = pod_spec([app_container(cluster.image)])
 
     def served_hash() -> str:
-        probe = cluster.env.kube.create_pod(ns, _probe(spec), dry_run=True).body
+        probe = cluster.kube.create_pod(ns, _probe(spec), dry_run=True).body
         assert injected(probe) == ["versioned"], probe["metadata"]
         return _hash(probe, "versioned")
 
@@ -94,7 +93,7 @@ def test_policy_rollout_gives_restarted_pods_the_new_version_and_leaves_old_pods
 
     new_hash = eventually(edited, timeout=30, what="Podgraft serves the edited policy")
     for pod in old:  # a policy edit does not touch running pods
-        assert _hash(cluster.env.kube.read_pod(ns, pod["metadata"]["name"]), "versioned") == old_hash
+        assert _hash(cluster.kube.read_pod(ns, pod["metadata"]["name"]), "versioned") == old_hash
 
     cluster.kubectl.run("rollout", "restart", f"--namespace={ns}", "deployment/api")
     cluster.kubectl.run("rollout", "status", f"--namespace={ns}", "deployment/api", "--timeout=180s")
