@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint typecheck unit integration e2e node chart image bench bench-audit certs clean venv
+.PHONY: run test lint typecheck unit integration e2e node chart image cluster cluster-down bench bench-audit certs clean venv
 
 venv: $(STAMP)
 
@@ -55,6 +55,14 @@ node: $(STAMP)
 # mmdebstrap from Debian, a bookworm base made here); cached by content. Prints `podgraft=IMAGE ARCHIVE`.
 image:
 	hack/image/build.sh
+
+# The node tier's one-node cluster for a developer (root), with Podgraft installed by its chart and
+# an injected demo Deployment; prints the KUBECONFIG to export. `make cluster-down` removes it all.
+cluster: $(STAMP)
+	$(BIN)/python -m hack.cluster up
+
+cluster-down: $(STAMP)
+	$(BIN)/python -m hack.cluster down
 
 # Every tier: lint, types, then all tests (unit, golden, property, integration, chart, e2e, node).
 test: lint typecheck

@@ -69,8 +69,8 @@ class LocalCluster:
             "workdir": str(self.workdir),
             "admin_kubeconfig": str(self.plane.admin_kubeconfig),
             "images": asdict(self.node.images) | {"archives": [str(a) for a in self.node.images.archives]},
-            "plane": [_process_state(p) for p in self.plane.processes],
-            "node": [_process_state(p) for p in self.node.processes],
+            "plane": [process_state(p) for p in self.plane.processes],
+            "node": [process_state(p) for p in self.node.processes],
         }
 
     @classmethod
@@ -87,7 +87,7 @@ class LocalCluster:
         return cls(plane, node, workdir)
 
 
-def _process_state(process: Managed) -> dict[str, Any]:
+def process_state(process: Managed) -> dict[str, Any]:
     return {
         "name": process.name,
         "pid": process.pid,

@@ -26,6 +26,7 @@ from hack.cluster.node import Images, prepare_images
 from hack.cluster.release import Release, helm_binary, image_values
 from tests.e2e.kube import INJECT, INJECTION_LABEL, PODGRAFT_NAMESPACE, Kube, eventually, injected, pod
 
+from .load import FIGURES
 from .workloads import Kubectl, app_container, deployment, node_policies, pod_spec
 
 REQUIRE_NODE = "PODGRAFT_REQUIRE_NODE"  # set by .ci/run: a run that cannot run this tier fails
@@ -236,6 +237,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for figures in FIGURES:
+        terminalreporter.write_line(f"node load: {json.dumps(figures)}")
     if "total" in TIMINGS:
         terminalreporter.write_line(
             "node: kubelet {kubelet}, runtime {runtime}; images (setup.sh, image/build.sh) {images:.1f}s, "
