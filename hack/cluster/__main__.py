@@ -32,6 +32,7 @@ WORKDIR = Path("/var/lib/podgraft-cluster")
 STATE = WORKDIR / "state.json"
 DEMO_NAMESPACE = "demo"
 INJECTION_LABEL = "podgraft.io/injection"
+SHIP_LOGS = "until [ -f /logs/app.log ]; do sleep 1; done; exec tail -n +1 -f /logs/app.log"
 
 
 def demo_values(busybox: str) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def demo_values(busybox: str) -> dict[str, Any]:
                         {
                             "name": "log-shipper",
                             "image": busybox,
-                            "command": ["sh", "-c", "touch /logs/app.log; exec tail -n +1 -f /logs/app.log"],
+                            "command": ["sh", "-c", SHIP_LOGS],
                             "volumeMounts": [{"name": "app-logs", "mountPath": "/logs", "readOnly": True}],
                         }
                     ],
