@@ -23,7 +23,7 @@ from typing import Any
 
 from .cluster import LocalCluster, process_state, stop_detached
 from .controlplane import api_client
-from .host import hold_node_lock
+from .host import hold_node_lock, write_lock_note
 from .node import prepare_images
 from .processes import Managed, wait_for
 from .release import Release, helm_binary, image_values
@@ -151,6 +151,7 @@ def up() -> int:
         detached=True,
         pass_fds=[lock.fileno()],
     )
+    write_lock_note(lock, "make cluster", holder.pid)
     lock.close()
     cluster: LocalCluster | None = None
     try:

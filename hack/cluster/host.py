@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -171,11 +172,24 @@ def clean_host(root: Path = NODE_ROOT) -> None:
     HOST_STATE.unlink(missing_ok=True)
 
 
+def _note_alive(note: str) -> bool:
+    """Whether the process a lock note names (`... (pid N)`) still runs."""
+    match = re.search(r"\(pid (\d+)\)$", note)
+    return bool(match) and Path(f"/proc/{match.group(1)}").exists()
+
+
+def write_lock_note(lock: IO[str], holder: str, pid: int) -> None:
+    lock.seek(0)
+    lock.truncate(0)
+    lock.write(f"{holder} (pid {pid})\n")
+    lock.flush()
+
+
 def hold_node_lock(holder: str) -> IO[str]:
     """Take the machine-wide node lock (the bridge, the iptables rules and NODE_ROOT are global) and
     return its open file: the lock is held as long as it, or a process that inherited it, is open.
     `holder` is written into the lock file for whoever waits. A cluster of `make cluster` is not
-    waited for: it holds the lock until `make cluster-down`."""
+    waited for: its lock holder keeps the lock until `make cluster-down`."""
     LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
     lock = LOCK_FILE.open("a+")
     try:
@@ -183,14 +197,12 @@ def hold_node_lock(holder: str) -> IO[str]:
     except BlockingIOError:
         lock.seek(0)
         other = lock.read().strip() or "another run"
-        if other.startswith("make cluster"):
+        if other.startswith("make cluster") and _note_alive(other):
             lock.close()
             message = f"this machine's node is in use by {other}: `make cluster-down` first"
             raise RuntimeError(message) from None
         fcntl.flock(lock, fcntl.LOCK_EX)
-    lock.truncate(0)
-    lock.write(f"{holder} (pid {os.getpid()})\n")
-    lock.flush()
+    write_lock_note(lock, holder, os.getpid())
     return lock
 
 
