@@ -25,26 +25,8 @@ repo="$(cd "${here}/../.." && pwd)"
 declare -A pins=([podman]=4.3.1 [mmdebstrap]=1.3.5)
 python_pin=3.11.2 # python3.11 in the base: the Python the image runs
 
-installed_version() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | awk '$3 == "installed" {print $4}'; }
-
-install_packages() {
-  local pkg candidate wanted=() args=()
-  for pkg in "${!pins[@]}"; do
-    [[ "$(installed_version "${pkg}")" == "${pins[${pkg}]}"* ]] || wanted+=("${pkg}")
-  done
-  [[ ${#wanted[@]} -gt 0 ]] || return 0
-  [[ $(id -u) -eq 0 ]] || { echo "image/build.sh: installing ${wanted[*]} needs root" >&2; exit 1; }
-  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-  for pkg in "${wanted[@]}"; do
-    candidate="$(apt-cache policy "${pkg}" | awk '/Candidate:/ {print $2}')"
-    [[ "${candidate}" == "${pins[${pkg}]}"* ]] || {
-      echo "image/build.sh: Debian offers ${pkg} ${candidate:-nothing}, the build is pinned to ${pins[${pkg}]}" >&2
-      exit 1
-    }
-    args+=("${pkg}=${candidate}")
-  done
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${args[@]}" >&2
-}
+# shellcheck source=../lib/apt.sh
+source "${here}/../lib/apt.sh"
 
 # The files whose content the image is made of, hashed in a stable order.
 content_key() {
@@ -78,7 +60,7 @@ write_pip_conf() {
   echo "${settings[cert]:-}"
 }
 
-install_packages
+install_pinned "the image build"
 
 cache="${PODGRAFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podgraft}/image"
 mkdir -p "${cache}"
@@ -115,7 +97,7 @@ if [[ ! -f "${archive}" ]]; then
     mv "${work}/base.tar" "${base_tar}"
     echo "made the base ${base_tar} in $(($(date +%s) - start))s" >&2
   fi
-  python_version="$(tar -xOf "${base_tar}" ./var/lib/dpkg/status | awk '/^Package: python3.11-minimal$/ {p=1} p && /^Version:/ {print $2; exit}')"
+  python_version="$(tar -xOf "${base_tar}" ./var/lib/dpkg/status | awk '/^Package: python3.11-minimal$/ {p=1} p && /^Version:/ {print $2; p = 0}')"
   [[ "${python_version}" == "${python_pin}"* ]] || {
     echo "image/build.sh: the base has python3.11 ${python_version:-missing}, the image is pinned to ${python_pin}" >&2
     exit 1

@@ -5,16 +5,12 @@ the server's `podgraft_pods{policy,state}` agrees with the CLI."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from hack.cluster.processes import REPO
-
-from .kube import INJECT, PODGRAFT_NAMESPACE, eventually, injected, pod
+from .kube import INJECT, PODGRAFT_NAMESPACE, eventually, injected, pod, podgraft_audit
 from .stack import E2E
 
 POLICY = "audit-stamp"
@@ -35,28 +31,8 @@ spec:
 
 def audit(e2e: E2E, *args: str) -> tuple[int, dict[str, Any]]:
     """`podgraft audit` as an admin runs it, with the cluster's policies; (exit code, JSON)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "audit",
-            f"--kubeconfig={e2e.plane.admin_kubeconfig}",
-            f"--policy-namespaces={PODGRAFT_NAMESPACE},{e2e.policy_namespace}",
-            f"--policy={POLICY}",
-            "-o",
-            "json",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode, json.loads(result.stdout)
+    policy_namespaces = f"--policy-namespaces={PODGRAFT_NAMESPACE},{e2e.policy_namespace}"
+    return podgraft_audit(e2e.plane.admin_kubeconfig, policy_namespaces, f"--policy={POLICY}", *args)
 
 
 def states(report: dict[str, Any]) -> dict[str, str]:

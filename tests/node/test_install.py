@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from typing import Any
 
 from kubernetes import client
 
-from hack.cluster.processes import REPO
-from tests.e2e.kube import STATUS, container, env_of, injected, names
+from tests.e2e.kube import STATUS, container, env_of, injected, names, podgraft_audit
 
 from .conftest import CHART_POLICY, WEBHOOK_SELECTOR, Cluster
 from .workloads import app_container, deployment, pod_spec
@@ -24,25 +21,7 @@ from .workloads import app_container, deployment, pod_spec
 
 def _audit(cluster: Cluster, namespace: str) -> tuple[int, dict[str, Any]]:
     """`podgraft audit` as an admin runs it against the cluster; (exit code, JSON)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "audit",
-            f"--kubeconfig={cluster.local.plane.admin_kubeconfig}",
-            f"--namespace={namespace}",
-            "--output=json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode, json.loads(result.stdout)
+    return podgraft_audit(cluster.local.plane.admin_kubeconfig, f"--namespace={namespace}")
 
 
 def states(report: dict[str, Any]) -> dict[tuple[str, str], str]:
