@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app import __version__
 from app.cli import audit, certs, explain, inject, policy, rollout
 from app.cli.common import EXIT_USAGE, engine_flags, err, settings_from, settings_problems
 from app.cli.inject import inject_documents
@@ -43,6 +44,7 @@ def _serve_parser(commands: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podgraft", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"podgraft {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(commands)
     for command in (inject, audit, rollout, explain, policy, certs):

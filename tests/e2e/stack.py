@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from app.certs import Bundle, generate_bundle, service_hostnames, write_bundle
+from hack.cluster.controlplane import CONTROL_PLANE, ControlPlane
 
 from .chart import ChartObjects, render_chart
-from .controlplane import CONTROL_PLANE, ControlPlane
 from .kube import INJECT, INJECTION_LABEL, PODGRAFT_NAMESPACE, Kube, eventually, injected, pod
 from .server import Podgraft
 from .webhooks import with_url

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.controlplane import LOOPBACK, Managed, free_port
+
 from tests.e2e.kube import INJECT, INJECTION_LABEL, eventually
 from tests.e2e.stack import start_stack
 
