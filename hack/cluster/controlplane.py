@@ -117,6 +117,7 @@ class ControlPlane:
     binaries: Binaries
     address: str = LOOPBACK
     in_cluster: bool = False
+    service_accounts: bool = False
     detached: bool = False
     etcd_port: int = 0
     apiserver_port: int = 0
@@ -145,6 +146,7 @@ class ControlPlane:
         binaries: Sequence[str] = CONTROL_PLANE,
         address: str = LOOPBACK,
         in_cluster: bool = False,
+        service_accounts: bool = False,
         detached: bool = False,
     ) -> ControlPlane:
         """Start both processes; on any failure, stop what was started and re-raise.
@@ -152,6 +154,8 @@ class ControlPlane:
         `extra_users` are (user name, token, groups) added to the static token file; `binaries`
         are built (or found) besides etcd and kube-apiserver, for whoever runs more components;
         `address` is where the apiserver listens and what it advertises; `in_cluster` see above;
+        `service_accounts` turns the ServiceAccount admission plugin on without the rest of
+        `in_cluster` (on loopback, for a controller-manager that makes the accounts);
         `detached` processes outlive this Python process (`make cluster`).
         """
         plane = cls(
@@ -159,6 +163,7 @@ class ControlPlane:
             binaries=build_binaries(tuple(dict.fromkeys([*CONTROL_PLANE, *binaries]))),
             address=address,
             in_cluster=in_cluster,
+            service_accounts=service_accounts,
             detached=detached,
         )
         steps = [lambda: plane._files(extra_users), plane._start_etcd, plane._start_apiserver]
@@ -247,6 +252,8 @@ class ControlPlane:
     def _admission_flags(self) -> list[str]:
         if self.in_cluster:
             return []  # the default plugins, ServiceAccount among them; the lease endpoint reconciler
+        if self.service_accounts:
+            return ["--endpoint-reconciler-type=none"]
         return [
             # no controller-manager: no token controller, so do not require service accounts
             "--disable-admission-plugins=ServiceAccount",
