@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint typecheck unit integration e2e node chart bench bench-audit bench-events certs clean venv
+.PHONY: run test lint typecheck unit integration e2e node chart image cluster cluster-down bench bench-audit bench-events certs clean venv
 
 venv: $(STAMP)
 
@@ -28,8 +28,8 @@ run: $(STAMP) certs/tls.crt
 		--tls-cert certs/tls.crt --tls-key certs/tls.key
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench hack
+	$(BIN)/ruff format --check app tests bench hack
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
@@ -50,6 +50,19 @@ chart: $(STAMP)
 # A real node (root): containerd, runc and the CNI plugins from Debian, installed by hack/node/setup.sh.
 node: $(STAMP)
 	$(BIN)/pytest -q tests/node
+
+# The server image from the Dockerfile, without a registry or a Docker daemon (root: podman and
+# mmdebstrap from Debian, a bookworm base made here); cached by content. Prints `podgraft=IMAGE ARCHIVE`.
+image:
+	hack/image/build.sh
+
+# The node tier's one-node cluster for a developer (root), with Podgraft installed by its chart and
+# an injected demo Deployment; prints the KUBECONFIG to export. `make cluster-down` removes it all.
+cluster: $(STAMP)
+	$(BIN)/python -m hack.cluster up
+
+cluster-down: $(STAMP)
+	$(BIN)/python -m hack.cluster down
 
 # Every tier: lint, types, then all tests (unit, golden, property, integration, chart, e2e, node).
 test: lint typecheck

@@ -236,7 +236,7 @@ def through_the_api(
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Create the namespaces, ReplicaSets and pods in a real apiserver, audit them from there, and
     dump them with kubectl as JSON and YAML."""
-    from tests.e2e.controlplane import ControlPlane
+    from hack.cluster.controlplane import ControlPlane
 
     plane = ControlPlane.start(work / "controlplane", binaries=("kubectl",))
     try:

@@ -11,8 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from app import __version__
 from app.cli import audit, certs, explain, inject, policy, rollout
-from app.cli.common import engine_flags, settings_from
+from app.cli.common import EXIT_USAGE, engine_flags, err, settings_from, settings_problems
 from app.cli.inject import inject_documents
 
 __all__ = ["build_parser", "inject_documents", "main"]
@@ -41,6 +44,7 @@ def _serve_parser(commands: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podgraft", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"podgraft {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(commands)
     for command in (inject, audit, rollout, explain, policy, certs):
@@ -54,4 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:  # a setting from the environment or a flag: a usage error
+        for line in settings_problems(exc, args):
+            err(line)
+        return EXIT_USAGE
     return code

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from app.policy.messages import validation_problems
 from app.settings import Settings
 from app.sources.directory import read_directory
 from app.sources.store import PolicyStore
@@ -21,6 +24,17 @@ def err(message: str) -> None:
 
 def warn(message: str) -> None:
     err(f"warning: {message}")
+
+
+def settings_problems(exc: ValidationError, args: argparse.Namespace | None = None) -> list[str]:
+    """One line per setting that does not validate, named as the user set it (the flag given, else
+    the PODGRAFT_* variable), never a traceback."""
+    lines = []
+    for name, message in validation_problems(exc):
+        flag = name.replace("_", "-")
+        given = args is not None and getattr(args, name, None) is not None
+        lines.append(f"error: {'--' + flag if given else 'PODGRAFT_' + name.upper()}: {message}")
+    return lines
 
 
 def settings_from(args: argparse.Namespace, **fixed: Any) -> Settings:

@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err
+from app.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err, settings_problems
 from app.engine.policyset import CompiledPolicy
-from app.policy.messages import Problem, problem_line, validation_problems
+from app.policy.messages import Problem, problem_line
 from app.settings import Settings
 from app.sources.directory import POLICY_SUFFIXES, list_directory
 from app.sources.documents import SourceReport, decode_source, read_source
@@ -86,8 +86,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:  # a PODGRAFT_* variable of the environment
-        for field_name, message in validation_problems(exc):
-            err(f"error: PODGRAFT_{field_name.upper()}: {message}")
+        for line in settings_problems(exc):
+            err(line)
         return EXIT_USAGE
     version = args.kubernetes_version or settings.kubernetes_version
     try:

@@ -5,7 +5,8 @@
 #   - pause: Kubernetes' own build/pause/linux/pause.c from the pinned k8s.io/kubernetes module,
 #     compiled static with gcc;
 #   - busybox: Debian's busybox-static with a symlink per applet (sh, httpd, wget, nc, tail, ...).
-# Needs root (apt-get; the node itself runs as root). Prints `NAME=IMAGE ARCHIVE` per image.
+# Needs root (apt-get; the node itself runs as root). Prints `NAME=IMAGE ARCHIVE` per image, and
+# `containerd=VERSION`, the containerd the node must report it runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -19,29 +20,10 @@ declare -A pins=(
   [conntrack]=1:1.4.7
 )
 
-installed_version() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | awk '$3 == "installed" {print $4}'; }
+# shellcheck source=../lib/apt.sh
+source "${here}/../lib/apt.sh"
 
-install_packages() {
-  local pkg candidate wanted=()
-  for pkg in "${!pins[@]}"; do
-    [[ "$(installed_version "${pkg}")" == "${pins[${pkg}]}"* ]] || wanted+=("${pkg}")
-  done
-  [[ ${#wanted[@]} -gt 0 ]] || return 0
-  [[ $(id -u) -eq 0 ]] || { echo "setup.sh: installing ${wanted[*]} needs root" >&2; exit 1; }
-  apt-get update -qq >&2
-  local args=()
-  for pkg in "${wanted[@]}"; do
-    candidate="$(apt-cache policy "${pkg}" | awk '/Candidate:/ {print $2}')"
-    [[ "${candidate}" == "${pins[${pkg}]}"* ]] || {
-      echo "setup.sh: Debian offers ${pkg} ${candidate:-nothing}, the node tier is pinned to ${pins[${pkg}]}" >&2
-      exit 1
-    }
-    args+=("${pkg}=${candidate}")
-  done
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${args[@]}" >&2
-}
-
-install_packages
+install_pinned "the node tier"
 
 k8s_dir="$(cd "${here}/../controlplane/kubernetes" && GOFLAGS=-mod=mod go mod download -json k8s.io/kubernetes | awk -F'"' '$2 == "Dir" {print $4}')"
 pause_version="$(awk '$1 == "TAG" {print $3}' "${k8s_dir}/build/pause/Makefile")"
@@ -69,3 +51,4 @@ if [[ ! -f "${images}/pause.tar" || ! -f "${images}/busybox.tar" ]]; then
 fi
 echo "pause=${pause_image} ${images}/pause.tar"
 echo "busybox=${busybox_image} ${images}/busybox.tar"
+echo "containerd=${pins[containerd]}"

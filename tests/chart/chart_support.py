@@ -136,9 +136,19 @@ def parse_manifests(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def find(objects: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+def is_hook(obj: Mapping[str, Any]) -> bool:
+    """A Helm hook (templates/uninstall-hook.yaml): run at a release event, not part of the release."""
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def find(
+    objects: Iterable[dict[str, Any]], kind: str, name: str | None = None, *, hooks: bool = False
+) -> list[dict[str, Any]]:
+    """The release's objects of `kind` (and `name`); the hooks' instead when `hooks`."""
     return [
-        obj for obj in objects if obj["kind"] == kind and (name is None or obj["metadata"]["name"] == name)
+        obj
+        for obj in objects
+        if obj["kind"] == kind and (name is None or obj["metadata"]["name"] == name) and is_hook(obj) == hooks
     ]
 
 

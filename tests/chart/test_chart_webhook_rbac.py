@@ -292,3 +292,50 @@ def test_an_unknown_events_level_is_refused(helm: Helm) -> None:
     assert "at '/events/level': value must be one of 'off', 'warnings', 'all'" in helm.render_error(
         sets=["events.level=verbose"]
     )
+
+
+def test_uninstall_hook_removes_only_the_webhook_configuration_first(helm: Helm) -> None:
+    """A pre-delete hook: its ServiceAccount may delete the release's webhook configuration, by
+    name, and nothing else; its pod is no server pod (no Service or PDB selects it) and is never
+    sent to the webhook."""
+    objects = helm.render()
+    webhook_name = one(objects, "MutatingWebhookConfiguration")["metadata"]["name"]
+    hook_kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"}
+    for kind in hook_kinds:
+        (hook,) = find(objects, kind, hooks=True)
+        annotations = hook["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert int(annotations["helm.sh/hook-weight"]) == (0 if kind == "Job" else -10)
+    (role,) = find(objects, "ClusterRole", hooks=True)
+    assert role["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [webhook_name],
+            "verbs": ["delete"],
+        }
+    ]
+    (job,) = find(objects, "Job", hooks=True)
+    pod = job["spec"]["template"]
+    (account_object,) = find(objects, "ServiceAccount", hooks=True)
+    account = account_object["metadata"]["name"]
+    assert pod["spec"]["serviceAccountName"] == account
+    (binding,) = find(objects, "ClusterRoleBinding", hooks=True)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    service = one(objects, "Service")
+    assert not selector_matches({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"])
+    assert pod["metadata"]["labels"]["podgraft.io/injection"] == "disabled"
+    (container,) = pod["spec"]["containers"]
+    assert (
+        container["image"] == one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    assert (
+        f"delete_mutating_webhook_configuration({webhook_name!r})".replace("'", '"') in container["args"][0]
+    )
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_uninstall_hook_can_be_turned_off(helm: Helm) -> None:
+    objects = helm.render(sets=["webhook.removeFirstOnUninstall=false"])
+    assert [obj for obj in objects if "helm.sh/hook" in (obj["metadata"].get("annotations") or {})] == []

@@ -7,24 +7,15 @@ import json
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .controlplane import REPO
+from hack.cluster.release import CHART, helm_binary
+
 from .kube import PODGRAFT_NAMESPACE
 
-CHART = REPO / "charts" / "podgraft"
-HELM_BUILD = REPO / "hack" / "helm" / "build.sh"
 RELEASE = "pg"
-
-
-def helm_binary() -> Path:
-    result = subprocess.run(["bash", str(HELM_BUILD)], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{HELM_BUILD} failed:\n{result.stderr[-4000:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 @dataclass

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from .controlplane import REPO
+from hack.cluster.processes import REPO
+
 from .kube import Kube
 from .stack import E2E, start_stack
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -249,3 +251,25 @@ def error_message(exc: ApiException) -> str:
         return str(json.loads(exc.body or "{}").get("message", exc.body))
     except ValueError:
         return str(exc.body)
+
+
+def run_podgraft_audit(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`podgraft audit -o json` as an admin runs it against a cluster."""
+    from hack.cluster.processes import REPO
+
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "audit", f"--kubeconfig={kubeconfig}", "-o", "json", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=60,
+    )
+
+
+def podgraft_audit(kubeconfig: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    """`podgraft audit -o json` that ran (exit 0 or 1): (exit code, JSON)."""
+    result = run_podgraft_audit(kubeconfig, *args)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)

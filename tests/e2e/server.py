@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .controlplane import LOOPBACK, REPO, Managed, free_port, https_get, wait_for
+from hack.cluster.processes import LOOPBACK, REPO, Managed, free_port, https_get, wait_for
 
 
 @dataclass

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from app.certs import Bundle, generate_bundle, service_hostnames, write_bundle
+from hack.cluster.controlplane import CONTROL_PLANE, ControlPlane
 
 from .chart import ChartObjects, render_chart
-from .controlplane import CONTROL_PLANE, ControlPlane
 from .kube import INJECT, INJECTION_LABEL, PODGRAFT_NAMESPACE, Kube, eventually, injected, pod
 from .server import Podgraft
 from .webhooks import with_url
@@ -50,6 +52,7 @@ def start_stack(
     warmup_policy: str,
     timings: dict[str, Any],
     binaries: Sequence[str] = CONTROL_PLANE,
+    service_accounts: bool = False,
 ) -> E2E:
     """Podgraft's certificates -> `helm template` (webhook + RBAC) -> control plane, with a static
     token for the chart's ServiceAccount -> namespaces, the chart's RBAC and policy ConfigMaps ->
@@ -67,7 +70,10 @@ def start_stack(
     token = secrets.token_urlsafe(24)
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{chart.service_account[0]}"]
     plane = ControlPlane.start(
-        workdir / "controlplane", extra_users=[(chart.user(), token, groups)], binaries=binaries
+        workdir / "controlplane",
+        extra_users=[(chart.user(), token, groups)],
+        binaries=binaries,
+        service_accounts=service_accounts,
     )
     stack.callback(plane.stop)
     timings.update(
@@ -107,6 +113,9 @@ def start_stack(
         policy_namespace,
     )
     warmup = env.opted_in("warmup")
+    if service_accounts:  # the plugin refuses pods of a namespace without its ServiceAccount
+        with contextlib.suppress(ApiException):  # a controller-manager may have made it already
+            kube.core.create_namespaced_service_account(warmup, {"metadata": {"name": "default"}})
 
     def first_injection() -> None:
         body = kube.create_pod(warmup, pod(name="warmup", annotations={INJECT: warmup_policy}), dry_run=True)

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .controlplane import REPO
-from .kube import INJECT, PODGRAFT_NAMESPACE, eventually, injected, pod
+from .kube import INJECT, PODGRAFT_NAMESPACE, eventually, injected, pod, run_podgraft_audit
 from .stack import E2E
 
 POLICY = "audit-stamp"
@@ -40,26 +38,8 @@ def audit(e2e: E2E, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def run_audit(e2e: E2E, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "audit",
-            f"--kubeconfig={e2e.plane.admin_kubeconfig}",
-            f"--policy-namespaces={PODGRAFT_NAMESPACE},{e2e.policy_namespace}",
-            f"--policy={POLICY}",
-            "-o",
-            "json",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        check=False,
-        timeout=60,
-    )
+    policy_namespaces = f"--policy-namespaces={PODGRAFT_NAMESPACE},{e2e.policy_namespace}"
+    return run_podgraft_audit(e2e.plane.admin_kubeconfig, policy_namespaces, f"--policy={POLICY}", *args)
 
 
 def states(report: dict[str, Any]) -> dict[str, str]:

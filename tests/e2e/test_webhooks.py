@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from hack.cluster.processes import LOOPBACK, REPO, free_port
+
 from .conftest import E2E
-from .controlplane import LOOPBACK, REPO, free_port
 from .kube import INJECT, api_error, error_message, eventually, injected, names, pod
 from .webhooks import Labeller, temporary_webhook, webhook_configuration
 

@@ -18,8 +18,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from app.certs import issue_certificate
+from hack.cluster.processes import LOOPBACK
 
-from .controlplane import LOOPBACK
 from .kube import Kube
 
 

@@ -1,7 +1,11 @@
-"""Session fixture of the node tier: the e2e stack (etcd, kube-apiserver, Podgraft in configmaps mode
-behind the chart's webhook configuration) plus a real node (`node.Node`): controllers, scheduler,
-containerd, kubelet and kube-proxy. One cluster for the whole tier; every test works in namespaces
-of its own. Everything is stopped, and the node's state removed, whatever happens."""
+"""Session fixture of the node tier: a real one-node cluster (`hack.cluster.LocalCluster`: etcd and a
+kube-apiserver with ServiceAccount admission and token issuance on, controller-manager, scheduler,
+containerd, kubelet, kube-proxy), Podgraft's own image built from the Dockerfile and imported into
+the node, and the chart installed with `helm install` (its defaults except the image and one policy
+in `policies.definitions`): Podgraft runs in the cluster, two replicas behind its Service, which is
+how the apiserver calls it; its pods reach the apiserver with their projected token and the chart's
+RBAC only. One cluster and one release for the whole tier; every test works in namespaces of its
+own. Everything is stopped, and the host cleaned, whatever happens."""
 
 from __future__ import annotations
 
@@ -10,58 +14,78 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tests.e2e.kube import INJECTION_LABEL, eventually
-from tests.e2e.stack import E2E, start_stack
+from hack.cluster.cluster import LocalCluster
+from hack.cluster.host import exclusive_node
+from hack.cluster.node import Images, prepare_images
+from hack.cluster.release import Release, helm_binary, image_values
+from tests.e2e.kube import INJECT, INJECTION_LABEL, PODGRAFT_NAMESPACE, Kube, eventually, injected, pod
 
-from .host import exclusive_node
-from .node import NODE_BINARIES, Images, Node, prepare_images
+from .load import FIGURES
 from .workloads import Kubectl, app_container, deployment, node_policies, pod_spec
 
-POLICY_NAMESPACE = "node-policies"
+REQUIRE_NODE = "PODGRAFT_REQUIRE_NODE"  # set by .ci/run: a run that cannot run this tier fails
 READY_TIMEOUT = 120.0  # a bound for pods to start on a loaded 2-core machine, not a measurement
+WEBHOOK_SELECTOR = "app.kubernetes.io/instance=podgraft,app.kubernetes.io/component=webhook"
+# The policy shipped in the chart's values (templates/policies.yaml): stamps the app containers.
+CHART_POLICY = "chart-stamp"
 TIMINGS: dict[str, Any] = {}
+
+
+def chart_policies(stamp: str) -> dict[str, Any]:
+    return {"policies": {"definitions": {CHART_POLICY: {"env": [{"name": "CHART_STAMP", "value": stamp}]}}}}
 
 
 @dataclass
 class Cluster:
-    """What the node tests get: the e2e stack, the node, the real kubectl and typed API clients."""
+    """What the node tests get: the cluster, the admin client, the real kubectl, and the release."""
 
-    env: E2E
-    node: Node
+    local: LocalCluster
+    kube: Kube
     images: Images
     kubectl: Kubectl
+    release: Release
+    policy_namespace: str = PODGRAFT_NAMESPACE  # the release namespace: watched for policy ConfigMaps
+    install_values: dict[str, Any] = field(default_factory=dict)
 
     @property
     def core(self) -> client.CoreV1Api:
-        return self.env.kube.core
+        return self.kube.core
 
     @property
     def apps(self) -> client.AppsV1Api:
-        return client.AppsV1Api(self.env.kube.api)
+        return client.AppsV1Api(self.kube.api)
 
     @property
     def batch(self) -> client.BatchV1Api:
-        return client.BatchV1Api(self.env.kube.api)
+        return client.BatchV1Api(self.kube.api)
 
     @property
     def image(self) -> str:
         return self.images.busybox
 
     def namespace(self, prefix: str, **labels: str) -> str:
-        """A fresh namespace that opts in to injection, with `labels` besides."""
-        return self.env.kube.namespace(prefix, {INJECTION_LABEL: "enabled", **labels})
+        """A fresh namespace that opts in to injection, with `labels` besides; returned once its
+        `default` ServiceAccount exists (the ServiceAccount admission plugin refuses pods before)."""
+        name = self.kube.namespace(prefix, {INJECTION_LABEL: "enabled", **labels})
+        eventually(
+            lambda: self.core.read_namespaced_service_account("default", name),
+            timeout=30,
+            what=f"ServiceAccount {name}/default",
+        )
+        return name
 
     def pods(self, namespace: str, app: str) -> list[dict[str, Any]]:
         """The pods labelled app=`app`, as the raw JSON the apiserver stored."""
-        response = self.core.list_namespaced_pod(
-            namespace, label_selector=f"app={app}", _preload_content=False
-        )
+        return self.select_pods(namespace, f"app={app}")
+
+    def select_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         return list(json.loads(response.data)["items"])
 
     def one_pod(self, namespace: str, app: str) -> dict[str, Any]:
@@ -73,16 +97,28 @@ class Cluster:
         self, namespace: str, app: str, *, count: int, check: Callable[[dict[str, Any]], None] | None = None
     ) -> list[dict[str, Any]]:
         """Wait until exactly `count` live pods of `app` exist and `check` (default: Ready) passes on each."""
+        return self.wait_selected(namespace, f"app={app}", count=count, check=check)
 
+    def wait_selected(
+        self,
+        namespace: str,
+        selector: str,
+        *,
+        count: int,
+        check: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float = READY_TIMEOUT,
+    ) -> list[dict[str, Any]]:
         def settled() -> list[dict[str, Any]]:
-            pods = [p for p in self.pods(namespace, app) if not p["metadata"].get("deletionTimestamp")]
-            assert len(pods) == count, f"{len(pods)} pods of {app}, want {count}"
+            pods = [
+                p for p in self.select_pods(namespace, selector) if not p["metadata"].get("deletionTimestamp")
+            ]
+            assert len(pods) == count, f"{len(pods)} pods of {selector}, want {count}"
             for item in pods:
                 (check or assert_ready)(item)
             return pods
 
         return eventually(
-            settled, timeout=READY_TIMEOUT, interval=0.5, what=f"{count} pods of {namespace}/{app}"
+            settled, timeout=timeout, interval=0.5, what=f"{count} pods of {namespace}/{selector}"
         )
 
     def logging_app(self, namespace: str, app: str) -> str:
@@ -108,6 +144,32 @@ class Cluster:
         else:
             raise ValueError(f"the node harness does not create {kind}")
 
+    # --- Podgraft, as installed by the chart ------------------------------------------------------
+
+    def webhook_pods(self) -> list[dict[str, Any]]:
+        return self.select_pods(self.release.namespace, WEBHOOK_SELECTOR)
+
+    def wait_webhook(self, count: int = 2, timeout: float = READY_TIMEOUT) -> list[dict[str, Any]]:
+        """Wait until exactly `count` webhook pods are live and Ready."""
+        return self.wait_selected(self.release.namespace, WEBHOOK_SELECTOR, count=count, timeout=timeout)
+
+    def podgraft_logs(self) -> list[dict[str, Any]]:
+        """Every JSON log line of the webhook pods there are now (`kubectl logs`, container podgraft)."""
+        lines: list[dict[str, Any]] = []
+        for item in self.webhook_pods():
+            with contextlib.suppress(client.exceptions.ApiException):
+                text = self.logs(self.release.namespace, item["metadata"]["name"], "podgraft")
+                lines += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return lines
+
+    def served(self, namespace: str, policy: str = CHART_POLICY) -> dict[str, Any]:
+        """A dry-run pod asking for `policy`, as Podgraft admits it now (raises while it cannot)."""
+        body = self.kube.create_pod(
+            namespace, pod(generate_name="probe-", annotations={INJECT: policy}), dry_run=True
+        ).body
+        assert injected(body) == [policy], body["metadata"]
+        return body
+
 
 def statuses(pod: Mapping[str, Any], kind: str = "containerStatuses") -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in pod.get("status", {}).get(kind) or []}
@@ -125,46 +187,77 @@ def assert_ready(pod: Mapping[str, Any]) -> None:
             assert status["ready"], f"{kind} {name} is not ready"
 
 
+def _require_root() -> None:
+    if os.geteuid() == 0:
+        return
+    message = "the node tier runs containerd and a kubelet: it needs root"
+    if os.environ.get(REQUIRE_NODE):
+        pytest.fail(f"{message} ({REQUIRE_NODE} is set: this run must not skip it)", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if os.geteuid() != 0:
-        pytest.skip("the node tier runs containerd and a kubelet: it needs root")
+    _require_root()
     started = time.monotonic()
     images = prepare_images()
+    helm = helm_binary()
     TIMINGS["images"] = time.monotonic() - started
     workdir = tmp_path_factory.mktemp("node")
-    with exclusive_node(), contextlib.ExitStack() as stack:
-        env = start_stack(
-            stack,
-            workdir,
-            policies=node_policies(images.busybox),
-            chart_policies={},
-            policy_namespace=POLICY_NAMESPACE,
-            warmup_policy="log-shipper",
-            timings=TIMINGS,
-            binaries=NODE_BINARIES,
+    with exclusive_node("the node tier"), contextlib.ExitStack() as stack:
+        local = LocalCluster.start(workdir, images=images)
+        stack.callback(local.stop)
+        TIMINGS.update(
+            kubelet=local.node.kubelet_version,
+            runtime=local.node.runtime_version,
+            build=local.plane.binaries.build_seconds,
+            cluster=local.start_seconds,
         )
-        node = Node.start(env.plane, images, workdir=workdir)
-        stack.callback(node.stop)
-        TIMINGS.update(node=node.start_seconds, total=time.monotonic() - started)
-        yield Cluster(env, node, images, Kubectl(env.plane.binaries["kubectl"], env.plane.admin_kubeconfig))
+        kube = Kube(local.plane.admin_kubeconfig)
+        stack.callback(kube.close)
+        kube.core.create_namespace({"metadata": {"name": PODGRAFT_NAMESPACE}})
+        kube.put_configmap(PODGRAFT_NAMESPACE, "node-policies", node_policies(images.busybox))
+        release = Release(helm, local.plane.admin_kubeconfig, workdir / "helm")
+        values = image_values(images.podgraft) | chart_policies("v1")
+        installing = time.monotonic()
+        release.install(values)
+        TIMINGS["install"] = time.monotonic() - installing
+        env = Cluster(
+            local,
+            kube,
+            images,
+            Kubectl(local.plane.binaries["kubectl"], local.plane.admin_kubeconfig),
+            release,
+            install_values=values,
+        )
+        warmup = env.namespace("warmup")
+        eventually(lambda: env.served(warmup), timeout=60, what="the apiserver calls Podgraft")
+        TIMINGS["total"] = time.monotonic() - started
+        yield env
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if "node" in TIMINGS:
+    for figures in FIGURES:
+        terminalreporter.write_line(f"node load: {json.dumps(figures)}")
+    if "total" in TIMINGS:
         terminalreporter.write_line(
-            "node: kubelet {kubernetes}; hack/node/setup.sh {images:.1f}s, build/cache check "
-            "{build:.1f}s, control plane {controlplane:.1f}s, podgraft {podgraft:.1f}s, node Ready in "
-            "{node:.1f}s, session setup {total:.1f}s".format(**TIMINGS)
+            "node: kubelet {kubelet}, runtime {runtime}; images (setup.sh, image/build.sh) {images:.1f}s, "
+            "build/cache check {build:.1f}s, cluster up in {cluster:.1f}s, helm install (2 replicas Ready) "
+            "{install:.1f}s, session setup {total:.1f}s".format(**TIMINGS)
         )
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failing node test shows the end of every component's log."""
+    """A failing node test shows the end of every component's log, and the webhook pods' logs."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     cluster = getattr(item, "funcargs", {}).get("cluster")
     if report.failed and isinstance(cluster, Cluster):
-        for process in [cluster.env.podgraft.process, *cluster.env.plane.processes, *cluster.node.processes]:
+        for process in cluster.local.processes:
             report.sections.append((f"{process.name} log (tail)", process.tail(40)))
+        with contextlib.suppress(Exception):
+            for webhook in cluster.webhook_pods():
+                name = webhook["metadata"]["name"]
+                text = cluster.logs(cluster.release.namespace, name, "podgraft")
+                report.sections.append((f"{name} log (tail)", "\n".join(text.splitlines()[-30:])))

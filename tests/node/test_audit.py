@@ -1,28 +1,28 @@
 """`podgraft audit` on pods that real controllers created (issue 15): a Deployment's, a DaemonSet's and
-a Job's pods reach the webhook with only `generateName`, a StatefulSet's with its name; a later webhook
-adds a label the policy reads, so the apiserver calls Podgraft again (which renders the pod as it
-first admitted it: nothing changes). Right after, every pod is
-`current` (CLI, `podgraft_pods` and `/audit` agree), and stays so when its labels and annotations are
-changed by hand (`kubectl label pod ... app-` takes one out of its ReplicaSet); after a policy edit
-each is `stale`, and the detail names the changed env value."""
+a Job's pods reach the webhook with only `generateName`, a StatefulSet's with its name; the apiserver's
+ServiceAccount plugin mounts the API token into every container, the injected helper included; a
+later webhook adds a label the policy reads, so the apiserver calls Podgraft again (which renders the
+pod as it first admitted it: nothing changes). Right after, every pod is `current` for the CLI and
+for `podgraft_pods` and `/audit` of both replicas of the installed chart, and stays so when its
+labels and annotations are changed by hand (`kubectl label pod ... app-` takes one out of its
+ReplicaSet); after a policy edit each is `stale`, and the detail names the changed env value."""
 
 from __future__ import annotations
 
+import base64
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.controlplane import REPO
-from tests.e2e.kube import INJECT, eventually, injected
+from app.certs import generate_ca
+from tests.e2e.kube import INJECT, eventually, injected, podgraft_audit
 from tests.e2e.webhooks import Labeller, temporary_webhook, webhook_configuration
 
-from .conftest import POLICY_NAMESPACE, Cluster
-from .workloads import UNTIL_STOPPED, admissions, deployment, policy, template
+from .conftest import Cluster
+from .workloads import UNTIL_STOPPED, deployment, policy, template
 
 POLICY = "audit-reader"
 LABELLED = "e2e.podgraft.io/labelled"
@@ -76,28 +76,12 @@ def workloads(image: str) -> list[dict[str, Any]]:
 
 
 def audit(cluster: Cluster, namespace: str) -> tuple[int, dict[str, Any]]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "audit",
-            f"--kubeconfig={cluster.env.plane.admin_kubeconfig}",
-            f"--policy-namespaces=podgraft,{POLICY_NAMESPACE}",
-            f"--policy={POLICY}",
-            f"--namespace={namespace}",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        check=False,
-        timeout=60,
+    return podgraft_audit(
+        cluster.local.plane.admin_kubeconfig,
+        f"--policy-namespaces={cluster.policy_namespace}",
+        f"--policy={POLICY}",
+        f"--namespace={namespace}",
     )
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode, json.loads(result.stdout)
 
 
 def states(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -109,27 +93,60 @@ def states(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
     }
 
 
-def census(cluster: Cluster, namespace: str) -> dict[str, str]:
-    snapshot = json.loads(cluster.env.podgraft.get("/audit")[1])
-    counts = snapshot["policies"].get(POLICY, {})
-    listed = {p["pod"]: p["state"] for p in snapshot["notCurrent"] if p["namespace"] == namespace}
-    return {"counts": json.dumps(counts, sort_keys=True), "notCurrent": json.dumps(listed, sort_keys=True)}
+def from_replica(cluster: Cluster, pod: str, path: str) -> str:
+    """GET `path` of one webhook pod, through the apiserver's pod proxy (as `kubectl get --raw`)."""
+    url = f"/api/v1/namespaces/{cluster.release.namespace}/pods/https:{pod}:8443/proxy{path}"
+    return cluster.kubectl.run("get", "--raw", url).stdout
+
+
+def census(cluster: Cluster, namespace: str) -> list[dict[str, str]]:
+    """What each webhook replica's running audit says: counts of the policy, pods not current."""
+    found = []
+    for replica in cluster.webhook_pods():
+        snapshot = json.loads(from_replica(cluster, replica["metadata"]["name"], "/audit"))
+        counts = snapshot["policies"].get(POLICY, {})
+        listed = {p["pod"]: p["state"] for p in snapshot["notCurrent"] if p["namespace"] == namespace}
+        metrics = from_replica(cluster, replica["metadata"]["name"], "/metrics").splitlines()
+        samples = sorted(
+            line
+            for line in metrics
+            if line.startswith(f'podgraft_pods{{policy="{POLICY}"') and not line.endswith(" 0.0")
+        )
+        found.append(
+            {
+                "counts": json.dumps(counts, sort_keys=True),
+                "notCurrent": json.dumps(listed, sort_keys=True),
+                "metric": " ".join(samples),
+            }
+        )
+    return found
 
 
 @pytest.fixture
-def reader(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[str, Labeller]]:
-    """The reader policy at level v1, a namespace, and a second webhook (called after Podgraft) that
-    adds the label the policy reads, so that the apiserver reinvokes Podgraft."""
-    kube = cluster.env.kube
-    kube.put_configmap(POLICY_NAMESPACE, POLICY, reader_policy(cluster.image, "v1"))
+def running_audit(cluster: Cluster) -> Iterator[None]:
+    """The release with the running audit on (`audit.enabled`), then as it was."""
+    cluster.release.upgrade({"audit": {"enabled": True}})
+    cluster.wait_webhook()
+    try:
+        yield
+    finally:
+        cluster.release.upgrade({"audit": {"enabled": False}})
+        cluster.wait_webhook()
+
+
+@pytest.fixture
+def reader(cluster: Cluster, running_audit: None, tmp_path: Path) -> Iterator[tuple[str, Labeller]]:
+    """The reader policy at level v1, a namespace, and a second webhook (on the host, called after
+    Podgraft) that adds the label the policy reads, so that the apiserver reinvokes Podgraft."""
+    kube = cluster.kube
+    kube.put_configmap(cluster.policy_namespace, POLICY, reader_policy(cluster.image, "v1"))
     namespace = cluster.namespace("audit", **SCOPE)
-    labeller = Labeller.start(
-        ca_cert=cluster.env.bundle.ca_cert, ca_key=cluster.env.bundle.ca_key, workdir=tmp_path, label=LABELLED
-    )
+    ca_cert, ca_key = generate_ca("node-audit-labeller")
+    labeller = Labeller.start(ca_cert=ca_cert, ca_key=ca_key, workdir=tmp_path, label=LABELLED)
     configuration = webhook_configuration(
         "zz-node-audit-labeller",
         url=labeller.url,
-        ca_bundle=cluster.env.bundle.ca_bundle(),
+        ca_bundle=base64.b64encode(ca_cert).decode(),
         namespace_labels=SCOPE,
         reinvocation="IfNeeded",
     )
@@ -147,7 +164,7 @@ def reader(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[str, Labeller]]:
             yield namespace, labeller
     finally:
         labeller.stop()
-        kube.delete_configmap(POLICY_NAMESPACE, POLICY)
+        kube.delete_configmap(cluster.policy_namespace, POLICY)
 
 
 def test_controller_made_pods_audit_current_then_stale_after_a_policy_edit(
@@ -168,14 +185,16 @@ def test_controller_made_pods_audit_current_then_stale_after_a_policy_edit(
         assert injected(item) == [POLICY], metadata
         assert metadata["labels"][LABELLED] == "true", "the later webhook ran"
         (sidecar,) = [c for c in item["spec"]["initContainers"] if c["name"] == "reader"]
+        mounts = [m["name"] for m in sidecar.get("volumeMounts", [])]
+        assert any(m.startswith("kube-api-access-") for m in mounts), "the apiserver mounted its token"
         env = {e["name"]: e["value"] for e in sidecar["env"]}
         assert env["LABELLED"] == "no", "reinvoked, Podgraft renders the pod as it first admitted it"
         if metadata["ownerReferences"][0]["kind"] != "StatefulSet":  # named by its controller
             assert "generateName" in metadata
             assert sidecar["args"][0] == f"--pod={metadata['generateName'].rstrip('-')}", "no name then"
     assert len(labeller.calls) >= len(pods)
-    logged = admissions(cluster.env.podgraft.process.log_path, namespace)
-    ours = [a for a in logged if not a["pod"].startswith("probe")]
+    logged = [line for line in cluster.podgraft_logs() if line.get("msg") == "admission"]
+    ours = [a for a in logged if a.get("namespace") == namespace and not a["pod"].startswith("probe")]
     assert len(ours) >= 2 * len(pods), "each pod admitted twice: the later webhook made it a reinvocation"
 
     code, report = audit(cluster, namespace)
@@ -196,14 +215,19 @@ def test_controller_made_pods_audit_current_then_stale_after_a_policy_edit(
     assert (code, states(report)) == (0, dict.fromkeys(names, ("current", ""))), "judged as admitted"
 
     def counted(wanted: dict[str, int], listed: dict[str, str]) -> None:
-        assert census(cluster, namespace) == {
+        metric = " ".join(
+            f'podgraft_pods{{policy="{POLICY}",state="{k}"}} {float(v)}' for k, v in sorted(wanted.items())
+        )
+        expected = {
             "counts": json.dumps(wanted, sort_keys=True),
             "notCurrent": json.dumps(listed, sort_keys=True),
+            "metric": metric,
         }
+        assert census(cluster, namespace) == [expected, expected], "each replica counts them alike"
 
     eventually(lambda: counted({"current": 6}, {}), timeout=30, what="the running audit agrees")
 
-    cluster.env.kube.put_configmap(POLICY_NAMESPACE, POLICY, reader_policy(cluster.image, "v2"))
+    cluster.kube.put_configmap(cluster.policy_namespace, POLICY, reader_policy(cluster.image, "v2"))
 
     def edit_in_force() -> None:
         code, report = audit(cluster, namespace)

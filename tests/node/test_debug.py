@@ -19,7 +19,7 @@ def test_kubectl_debug_container_starts_with_the_policy_mount_and_a_disallowed_i
     cluster.kubectl.run(*debug, f"--image={cluster.image}", "--container=debugger", "--", "sh", "-c", script)
 
     def started() -> str:
-        current = cluster.env.kube.read_pod(ns, name)
+        current = cluster.kube.read_pod(ns, name)
         state = statuses(current, "ephemeralContainerStatuses").get("debugger", {}).get("state", {})
         assert "running" in state, state
         return cluster.logs(ns, name, "debugger")
@@ -27,7 +27,7 @@ def test_kubectl_debug_container_starts_with_the_policy_mount_and_a_disallowed_i
     output = eventually(started, timeout=120, interval=0.5, what="the debug container runs")
     assert f"app {name} version none" in output  # the app's log file, through the policy's mount
     assert f"session {ns}/{name}" in output
-    spec = container(cluster.env.kube.read_pod(ns, name), "debugger", kind="ephemeralContainers")
+    spec = container(cluster.kube.read_pod(ns, name), "debugger", kind="ephemeralContainers")
     assert {"name": "app-logs", "mountPath": "/debug/logs", "readOnly": True} in spec["volumeMounts"]
 
     refused = cluster.kubectl.run(
@@ -38,5 +38,5 @@ def test_kubectl_debug_container_starts_with_the_policy_mount_and_a_disallowed_i
         f"podgraft: policy 'log-shipper' does not allow image '{cluster.images.pause}' for ephemeral "
         "container 'intruder'"
     ) in refused.stderr
-    current = cluster.env.kube.read_pod(ns, name)
+    current = cluster.kube.read_pod(ns, name)
     assert [c["name"] for c in current["spec"]["ephemeralContainers"]] == ["debugger"]

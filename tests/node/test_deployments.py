@@ -9,7 +9,13 @@ from typing import Any
 from tests.e2e.kube import INJECT, STATUS, container, env_of, eventually, injected, names
 
 from .conftest import Cluster
-from .workloads import admissions, app_container, deployment, pod_spec, policy
+from .workloads import app_container, deployment, pod_spec, policy
+
+
+def _admissions(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    """The webhook pods' JSON log lines (`kubectl logs`) for Pod admissions in `namespace`."""
+    lines = cluster.podgraft_logs()
+    return [line for line in lines if line.get("msg") == "admission" and line.get("namespace") == namespace]
 
 
 def _hash(pod: dict[str, Any], name: str) -> str:
@@ -32,10 +38,10 @@ def test_deployment_pods_from_the_replicaset_controller_are_injected_and_ready_a
         assert names(pod["spec"]["initContainers"]) == ["log-shipper"]
         assert env_of(container(pod, "app"))["LOG_FILE"] == "/var/log/app/app.log"
     # what reached Podgraft: pods with no name yet, only the generateName prefix
-    logged = admissions(cluster.env.podgraft.process.log_path, ns)
-    assert len(logged) >= 3
-    assert all(a["pod"].startswith("web-") and a["pod"].endswith("-*") for a in logged), logged
-    assert all(a["injected"] == ["log-shipper"] for a in logged), logged
+    admissions = _admissions(cluster, ns)
+    assert len(admissions) >= 3
+    assert all(a["pod"].startswith("web-") and a["pod"].endswith("-*") for a in admissions), admissions
+    assert all(a["injected"] == ["log-shipper"] for a in admissions), admissions
 
     cluster.kubectl.run("scale", f"--namespace={ns}", "deployment/web", "--replicas=5")
     scaled = cluster.wait_pods(ns, "web", count=5)
@@ -63,12 +69,12 @@ def test_policy_rollout_gives_restarted_pods_the_new_version_and_leaves_old_pods
 
     def publish(version: str) -> None:
         versioned = policy("versioned", env=[{"name": "VERSION", "value": version}])
-        cluster.env.kube.put_configmap(cluster.env.policy_namespace, configmap, {"versioned.yaml": versioned})
+        cluster.kube.put_configmap(cluster.policy_namespace, configmap, {"versioned.yaml": versioned})
 
     spec = pod_spec([app_container(cluster.image)])
 
     def served_hash() -> str:
-        probe = cluster.env.kube.create_pod(ns, _probe(spec), dry_run=True).body
+        probe = cluster.kube.create_pod(ns, _probe(spec), dry_run=True).body
         assert injected(probe) == ["versioned"], probe["metadata"]
         return _hash(probe, "versioned")
 
@@ -87,7 +93,7 @@ def test_policy_rollout_gives_restarted_pods_the_new_version_and_leaves_old_pods
 
     new_hash = eventually(edited, timeout=30, what="Podgraft serves the edited policy")
     for pod in old:  # a policy edit does not touch running pods
-        assert _hash(cluster.env.kube.read_pod(ns, pod["metadata"]["name"]), "versioned") == old_hash
+        assert _hash(cluster.kube.read_pod(ns, pod["metadata"]["name"]), "versioned") == old_hash
 
     cluster.kubectl.run("rollout", "restart", f"--namespace={ns}", "deployment/api")
     cluster.kubectl.run("rollout", "status", f"--namespace={ns}", "deployment/api", "--timeout=180s")

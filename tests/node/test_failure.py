@@ -1,24 +1,38 @@
-"""Issue 10, scenario 8: Podgraft down. `failurePolicy: Ignore` lets the ReplicaSet's pods in
-uninjected; `Fail` leaves the ReplicaSet retrying until Podgraft is back, then its pods come up
-injected without anyone touching the ReplicaSet."""
+"""Issue 10, scenario 8: Podgraft down (its Deployment scaled to zero, so the Service has no
+endpoint). `failurePolicy: Ignore` lets the ReplicaSet's pods in uninjected; `Fail` leaves the
+ReplicaSet retrying until Podgraft is back, then its pods come up injected without anyone touching
+the ReplicaSet."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tests.e2e.kube import INJECT, api_error, eventually, injected, pod
-from tests.e2e.webhooks import with_url
 
 from .conftest import Cluster
 from .workloads import app_container, deployment, pod_spec
 
 
 def _set_failure_policy(cluster: Cluster, failure_policy: str) -> None:
-    """The chart's webhook configuration, pointing at Podgraft, with `failure_policy`."""
-    webhook = with_url(cluster.env.chart.webhook, cluster.env.podgraft.url)
-    for item in webhook["webhooks"]:
-        item["failurePolicy"] = failure_policy
-    cluster.env.kube.put_webhook(webhook)
+    """Patch the release's webhook configuration in the cluster to `failure_policy`."""
+    name = cluster.release.fullname
+    webhooks = cluster.kube.webhook_configuration(name)["webhooks"]
+    patch = [
+        {"op": "replace", "path": f"/webhooks/{i}/failurePolicy", "value": failure_policy}
+        for i in range(len(webhooks))
+    ]
+    cluster.kube.admission.patch_mutating_webhook_configuration(
+        name, patch, _content_type="application/json-patch+json"
+    )
+
+
+def _scale(cluster: Cluster, replicas: int) -> None:
+    cluster.kubectl.run(
+        "scale",
+        f"--namespace={cluster.release.namespace}",
+        f"deployment/{cluster.release.fullname}",
+        f"--replicas={replicas}",
+    )
 
 
 def _probe_pod() -> dict[str, Any]:
@@ -37,10 +51,11 @@ def _replica_failure(cluster: Cluster, namespace: str) -> str:
 
 
 def test_podgraft_down_ignore_admits_uninjected_and_fail_retries_until_it_is_back(cluster: Cluster) -> None:
-    kube, podgraft = cluster.env.kube, cluster.env.podgraft
+    kube = cluster.kube
     spec = pod_spec([app_container(cluster.image)])
     try:
-        podgraft.stop()
+        _scale(cluster, 0)
+        cluster.wait_webhook(count=0)
         _set_failure_policy(cluster, "Ignore")
         ignoring = cluster.namespace("down-ignore")
 
@@ -66,10 +81,12 @@ def test_podgraft_down_ignore_admits_uninjected_and_fail_retries_until_it_is_bac
         assert "failed calling webhook" in message
         assert cluster.pods(failing, "web") == []
 
-        podgraft.restart()  # same port, same webhook configuration: nothing else is done
+        _scale(cluster, 2)  # Podgraft is back: nothing else is done
         for created in cluster.wait_pods(failing, "web", count=2):
             assert injected(created) == ["log-shipper"]
     finally:
-        if not podgraft.process.alive():
-            podgraft.restart()
-        _set_failure_policy(cluster, cluster.env.chart.webhook["webhooks"][0]["failurePolicy"])
+        try:
+            _set_failure_policy(cluster, "Fail")
+        finally:
+            _scale(cluster, 2)
+            cluster.wait_webhook()

@@ -47,7 +47,7 @@ def test_native_sidecar_runs_before_the_first_init_container_and_the_app_starts_
         "metadata": {"name": "ordered", "labels": {"app": "ordered"}, "annotations": {INJECT: "local-proxy"}},
         "spec": spec,
     }
-    cluster.env.kube.create_pod(ns, pod)
+    cluster.kube.create_pod(ns, pod)
     (running,) = cluster.wait_pods(ns, "ordered", count=1)
 
     assert injected(running) == ["local-proxy"]

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.controlplane import LOOPBACK, Managed, free_port
+from hack.cluster.controlplane import ControlPlane
+from hack.cluster.processes import LOOPBACK, Managed, free_port
 from tests.e2e.kube import INJECT, INJECTION_LABEL, eventually
 from tests.e2e.stack import start_stack
 
@@ -147,6 +148,26 @@ class Kubectl:
         return names.split()
 
 
+def start_controllers(stack: contextlib.ExitStack, plane: ControlPlane, workdir: Path) -> None:
+    """kube-controller-manager beside the e2e stack: the controllers make the pods (no scheduler, no
+    kubelet: they stay Pending, as stored) and the namespaces' ServiceAccounts."""
+    controllers = Managed.spawn(
+        "kube-controller-manager",
+        [
+            str(plane.binaries["kube-controller-manager"]),
+            f"--kubeconfig={plane.admin_kubeconfig}",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={free_port()}",
+            f"--cert-dir={workdir / 'kube-controller-manager'}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            "--controllers=*,-serviceaccount-token",
+        ],
+        log_path=workdir / "logs" / "kube-controller-manager.log",
+    )
+    stack.callback(controllers.stop)
+
+
 def capture(workdir: Path) -> dict[str, str]:
     with contextlib.ExitStack() as stack:
         e2e = start_stack(
@@ -160,21 +181,7 @@ def capture(workdir: Path) -> dict[str, str]:
             binaries=("kube-controller-manager", "kubectl"),
         )
         plane = e2e.plane
-        controllers = Managed.spawn(
-            "kube-controller-manager",
-            [
-                str(plane.binaries["kube-controller-manager"]),
-                f"--kubeconfig={plane.admin_kubeconfig}",
-                f"--bind-address={LOOPBACK}",
-                f"--secure-port={free_port()}",
-                f"--cert-dir={workdir / 'kube-controller-manager'}",
-                "--leader-elect=false",
-                "--use-service-account-credentials=false",
-                "--controllers=*,-serviceaccount-token",
-            ],
-            log_path=workdir / "logs" / "kube-controller-manager.log",
-        )
-        stack.callback(controllers.stop)
+        start_controllers(stack, plane, workdir)
         kubectl = Kubectl(plane.binaries["kubectl"], plane.admin_kubeconfig)
         for name, labels in (
             ("shop", {INJECTION_LABEL: "enabled"}),

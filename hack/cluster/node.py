@@ -1,65 +1,90 @@
-"""A real single node beside the e2e control plane, all on this machine.
+"""A real single node beside the control plane, all on this machine.
 
-- kube-controller-manager and kube-scheduler, built from the pinned modules like kube-apiserver;
+- kube-controller-manager (every controller, the token controller with sa.key among them) and
+  kube-scheduler, built from the pinned modules like kube-apiserver;
 - containerd and runc from Debian (CRI plugin, overlayfs snapshotter, runc v2 shim), with the CNI
   bridge + host-local + loopback plugins from Debian's containernetworking-plugins: pods get
   addresses in `POD_SUBNET` on the bridge `BRIDGE`, routed only to each other and to Services;
-- a kubelet (cgroupfs driver, cgroup v1 allowed by `failCgroupV1: false`) serving on loopback;
+- a kubelet (cgroupfs driver, cgroup v1 allowed by `failCgroupV1: false`) serving on the bridge;
 - kube-proxy in iptables mode, so Service ClusterIPs answer.
 
-`Node.start` builds nothing itself: `hack/controlplane/build.sh` brings the binaries and
-`hack/node/setup.sh` the Debian packages and the two images (pause, busybox), which are imported
-with `ctr images import`. Every process runs in its own process group and is stopped by its PID.
-The components' configuration files come from configs.py. All node state lives under the fixed
-`NODE_ROOT` (host.py, with the bridge and the cgroups), so that `host.clean_node_root` can also
-remove what a killed run left behind: the processes in the node's cgroups and the runc shims (by
-PID), the mounts, the bridge, the kubelet's and kube-proxy's iptables chains and the cgroups themselves.
+`Node.start` builds nothing itself: `hack/controlplane/build.sh` brings the binaries,
+`hack/node/setup.sh` the Debian packages and the two images (pause, busybox), `hack/image/build.sh`
+Podgraft's image; all are imported with `ctr images import`. It checks what runs: the kubelet's
+version is the pinned Kubernetes and the runtime the pinned containerd (`node.status.nodeInfo`).
+Every process runs in its own process group and is stopped by its PID. The components'
+configuration files come from configs.py; the bridge, and cleaning up the host, from host.py
+(`cluster.LocalCluster` does both around this).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.controlplane import LOOPBACK, REPO, ControlPlane, Managed, free_port, start_all, wait_for
-from tests.e2e.kube import Kube
-
 from .configs import cni_config, containerd_config, kubelet_config
-from .host import IP_FORWARD, NODE_IP, NODE_ROOT, POD_SUBNET, clean_node_root, make_bridge, make_cgroup_root
+from .controlplane import ControlPlane, api_client
+from .host import NODE_IP, NODE_ROOT, POD_SUBNET, make_cgroup_root
+from .processes import LOOPBACK, REPO, Managed, free_port, start_all, wait_for
 
 SETUP = REPO / "hack" / "node" / "setup.sh"
+IMAGE_BUILD = REPO / "hack" / "image" / "build.sh"
+KUBERNETES_MODULE = REPO / "hack" / "controlplane" / "kubernetes" / "go.mod"
 NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
 NODE_NAME = "podgraft-node"
 
 
+def pinned_kubernetes() -> str:
+    """The k8s.io/kubernetes version of hack/controlplane/kubernetes/go.mod (v1.35.4)."""
+    match = re.search(r"^require k8s\.io/kubernetes (v\S+)$", KUBERNETES_MODULE.read_text(), re.M)
+    assert match, f"no k8s.io/kubernetes requirement in {KUBERNETES_MODULE}"
+    return match.group(1)
+
+
 @dataclass(frozen=True)
 class Images:
-    """The images setup.sh built: name -> archive, plus the two names the tests use."""
+    """The images the node runs, by name, and the archives they are imported from."""
 
     pause: str
     busybox: str
+    podgraft: str  # Podgraft's own, from the Dockerfile
     archives: tuple[Path, ...]
+    containerd: str  # the containerd version setup.sh pins (1.6.20)
+    seconds: float = 0.0
+
+
+def _run_script(script: Path) -> dict[str, str]:
+    """Run a hack/ script that prints `KEY=VALUE` lines; fail with its stderr."""
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{script} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
 
 
 def prepare_images() -> Images:
-    """Run hack/node/setup.sh (installs the Debian packages when missing; images are cached)."""
-    result = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{SETUP} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    images = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-    refs = {key: value.split(" ", 1) for key, value in images.items()}
+    """hack/node/setup.sh (installs the Debian packages when missing; pause and busybox, cached)
+    and hack/image/build.sh (Podgraft's image from the Dockerfile, cached by content)."""
+    started = time.monotonic()
+    found = _run_script(SETUP) | _run_script(IMAGE_BUILD)
+    refs = {key: found[key].split(" ", 1) for key in ("pause", "busybox", "podgraft")}
     return Images(
         pause=refs["pause"][0],
         busybox=refs["busybox"][0],
+        podgraft=refs["podgraft"][0],
         archives=tuple(Path(archive) for _, archive in refs.values()),
+        containerd=found["containerd"],
+        seconds=time.monotonic() - started,
     )
 
 
@@ -74,26 +99,28 @@ def _write(path: Path, text: str) -> Path:
 
 @dataclass
 class Node:
-    """The node's processes and how to reach its container runtime."""
+    """The node's processes, how to reach its container runtime, and what it reports it runs."""
 
     plane: ControlPlane
     images: Images
     workdir: Path
     root: Path = NODE_ROOT
+    detached: bool = False
     processes: list[Managed] = field(default_factory=list)
     start_seconds: float = 0.0
-    ip_forward: str = ""
+    kubelet_version: str = ""
+    runtime_version: str = ""
 
     @property
     def socket(self) -> Path:
         return self.root / "containerd.sock"
 
     @classmethod
-    def start(cls, plane: ControlPlane, images: Images, *, workdir: Path) -> Node:
-        """Start every component, wait for the node to be Ready; on failure, stop and clean up."""
-        node = cls(plane, images, workdir)
+    def start(cls, plane: ControlPlane, images: Images, *, workdir: Path, detached: bool = False) -> Node:
+        """Start every component, wait for the node to be Ready; on failure, stop what was started.
+        The host must be prepared (host.prepare_host: the bridge) before the control plane."""
+        node = cls(plane, images, workdir, detached=detached)
         steps = [
-            lambda: clean_node_root(node.root),
             node._start_controllers,
             node._start_containerd,
             node._start_kubelet,
@@ -104,7 +131,12 @@ class Node:
         return node
 
     def _spawn(self, name: str, argv: Sequence[str | Path]) -> Managed:
-        process = Managed.spawn(name, [str(a) for a in argv], log_path=self.workdir / "logs" / f"{name}.log")
+        process = Managed.spawn(
+            name,
+            [str(a) for a in argv],
+            log_path=self.workdir / "logs" / f"{name}.log",
+            detached=self.detached,
+        )
         self.processes.append(process)
         return process
 
@@ -122,9 +154,9 @@ class Node:
                 *common,
                 f"--secure-port={free_port()}",
                 f"--cert-dir={self.workdir / 'kube-controller-manager'}",
-                f"--root-ca-file={plane.ca_file}",
+                f"--root-ca-file={plane.ca_file}",  # published in every namespace: kube-root-ca.crt
+                f"--service-account-private-key-file={plane.workdir / 'pki' / 'sa.key'}",
                 "--use-service-account-credentials=false",
-                "--controllers=*,-serviceaccount-token",  # no signing key: the pods mount no tokens
                 "--v=1",
             ],
         )
@@ -145,12 +177,21 @@ class Node:
             capture_output=True,
             text=True,
             check=False,
-            timeout=120,
+            timeout=300,
         )
 
+    def import_image(self, archive: Path) -> None:
+        """`ctr images import` an OCI archive into the CRI's namespace (never pulled: pullPolicy Never)."""
+        result = self.ctr("images", "import", "--digests", "--snapshotter=overlayfs", str(archive))
+        if result.returncode != 0:
+            raise RuntimeError(f"ctr images import {archive} failed: {result.stderr}")
+
+    def tag_image(self, source: str, target: str) -> None:
+        result = self.ctr("images", "tag", "--force", source, target)
+        if result.returncode != 0:
+            raise RuntimeError(f"ctr images tag {source} {target} failed: {result.stderr}")
+
     def _start_containerd(self) -> None:
-        self.ip_forward = IP_FORWARD.read_text()
-        make_bridge()
         config = _write(
             self.root / "containerd.toml", containerd_config(self.root, pause_image=self.images.pause)
         )
@@ -160,9 +201,7 @@ class Node:
             lambda: self.ctr("version").returncode == 0, timeout=60, what="containerd", process=containerd
         )
         for archive in self.images.archives:
-            result = self.ctr("images", "import", "--digests", "--snapshotter=overlayfs", str(archive))
-            if result.returncode != 0:
-                raise RuntimeError(f"ctr images import {archive} failed: {result.stderr}")
+            self.import_image(archive)
 
     def _start_kubelet(self) -> None:
         make_cgroup_root()
@@ -203,22 +242,32 @@ class Node:
         )
 
     def _wait_ready(self) -> None:
-        kube = Kube(self.plane.admin_kubeconfig)
+        api = api_client(self.plane.admin_kubeconfig)
+        core = client.CoreV1Api(api)
         kubelet = next(p for p in self.processes if p.name == "kubelet")
 
         def ready() -> bool:
-            node = json.loads(kube.core.read_node(NODE_NAME, _preload_content=False).data)
+            node = json.loads(core.read_node(NODE_NAME, _preload_content=False).data)
             conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions") or []}
+            info = node.get("status", {}).get("nodeInfo") or {}
+            self.kubelet_version = str(info.get("kubeletVersion", ""))
+            self.runtime_version = str(info.get("containerRuntimeVersion", ""))
             return conditions.get("Ready") == "True" and not node["spec"].get("taints")
 
         try:
             wait_for(ready, timeout=120, what=f"node {NODE_NAME} Ready and untainted", process=kubelet)
         finally:
-            kube.close()
+            api.close()
+        # what runs is what is pinned: the kubelet of k8s.io/kubernetes, the containerd of setup.sh
+        if self.kubelet_version != pinned_kubernetes():
+            raise RuntimeError(f"the node runs kubelet {self.kubelet_version}, pinned: {pinned_kubernetes()}")
+        runtime = f"containerd://{self.images.containerd}"
+        if not self.runtime_version.startswith(runtime):
+            raise RuntimeError(f"the node runs {self.runtime_version}, pinned: {runtime}")
 
     def stop(self) -> None:
         """Stop the controllers (nothing is re-created), let the kubelet tear every pod down (its
-        network too), stop the rest by process group, then clean NODE_ROOT up."""
+        network too), then stop the rest by process group (host.clean_host removes what is left)."""
         controllers = [p for p in self.processes if p.name in ("kube-controller-manager", "kube-scheduler")]
         for process in controllers:
             process.stop()
@@ -229,23 +278,21 @@ class Node:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
-        clean_node_root(self.root)
-        if self.ip_forward:
-            IP_FORWARD.write_text(self.ip_forward)
 
 
 def _delete_all_pods(plane: ControlPlane, *, timeout: float) -> None:
     """Delete every pod with a short grace period and wait until the kubelet has removed them all."""
-    kube = Kube(plane.admin_kubeconfig)
+    api = api_client(plane.admin_kubeconfig)
+    core = client.CoreV1Api(api)
 
     def remaining() -> list[dict[str, Any]]:
-        return list(json.loads(kube.core.list_pod_for_all_namespaces(_preload_content=False).data)["items"])
+        return list(json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data)["items"])
 
     try:
         for item in remaining():
             with contextlib.suppress(ApiException):
                 meta = item["metadata"]
-                kube.core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=1)
+                core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=1)
         wait_for(lambda: not remaining(), timeout=timeout, what="every pod removed")
     finally:
-        kube.close()
+        api.close()

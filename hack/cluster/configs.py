@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.controlplane import LOOPBACK
-
-from .host import BRIDGE, CGROUP_ROOT, NODE_IP, POD_SUBNET, SERVICE_RANGE
+from .controlplane import SERVICE_RANGE
+from .host import BRIDGE, CGROUP_ROOT, NODE_IP, POD_SUBNET
+from .processes import LOOPBACK
 
 CNI_BIN = Path("/usr/lib/cni")
 
