@@ -25,8 +25,9 @@ from typing import Any
 import yaml
 
 from app.certs import generate_ca
+from hack.cluster.controlplane import ControlPlane, build_binaries
+from hack.cluster.processes import LOOPBACK, REPO
 
-from .controlplane import LOOPBACK, REPO, ControlPlane, build_binaries
 from .kube import POLICY_LABEL, Kube
 from .webhooks import serve_reviews
 

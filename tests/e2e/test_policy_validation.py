@@ -15,8 +15,9 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from hack.cluster.controlplane import build_binaries
+
 from .conftest import E2E
-from .controlplane import build_binaries
 from .kube import INJECT, POLICY_LABEL, eventually, injected, pod
 from .webhooks import with_url
 
