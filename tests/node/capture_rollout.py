@@ -352,11 +352,11 @@ def capture(cluster: Cluster, out: Path) -> None:
     )
 
     # the webhook configurations as registered: the chart's, and a second one scoped by labels
-    (podgraft,) = kube.webhook_configuration(cluster.release.fullname)["webhooks"]
+    (registered,) = kube.webhook_configuration(cluster.release.fullname)["webhooks"]
     second = webhook_configuration(
         "a-labeller",
         url="https://127.0.0.1:1/label",
-        ca_bundle=podgraft["clientConfig"]["caBundle"],
+        ca_bundle=registered["clientConfig"]["caBundle"],
         object_labels={"team": "a"},
         reinvocation="IfNeeded",
     )

@@ -206,15 +206,19 @@ class Cluster:
 
     @contextlib.contextmanager
     def podgraft_down(self, failure_policy: str) -> Iterator[None]:
-        """Podgraft stopped (its Deployment scaled to zero: the Service has no endpoint) under
-        `failure_policy`, for the length of the `with`; then the failurePolicy it had and both
-        replicas Ready again."""
+        """Podgraft stopped (its Deployment scaled to zero: the Service has no endpoint, and no pod
+        is left, not even one still serving through its drain) under `failure_policy`, for the
+        length of the `with`; then the failurePolicy and the replicas it had, all Ready again."""
         before = self.failure_policy()
         replicas = self.webhook_replicas()
         self.set_failure_policy(failure_policy)
         try:
             self.scale_webhook(0)
-            self.wait_webhook(count=0)
+
+            def gone() -> None:
+                assert self.webhook_pods() == [], "webhook pods left (terminating)"
+
+            eventually(gone, timeout=READY_TIMEOUT, interval=0.5, what="no webhook pod left")
             yield
         finally:
             try:

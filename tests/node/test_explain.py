@@ -97,11 +97,11 @@ def test_a_second_mutating_webhook_is_listed_in_the_apiservers_order(
 ) -> None:
     ns = cluster.namespace("explain-two")
     _bare_pod(cluster, ns, "two", annotations={INJECT: POLICY}, labels={"app": "two", "explain": "second"})
-    (podgraft,) = cluster.kube.webhook_configuration(cluster.release.fullname)["webhooks"]
+    (registered,) = cluster.kube.webhook_configuration(cluster.release.fullname)["webhooks"]
     second = webhook_configuration(  # selects only the pod above, created before it exists: never called
         "a-second",
         url="https://127.0.0.1:1/never-called",
-        ca_bundle=podgraft["clientConfig"]["caBundle"],
+        ca_bundle=registered["clientConfig"]["caBundle"],
         failure_policy="Ignore",
         object_labels={"explain": "second"},
         reinvocation="IfNeeded",
