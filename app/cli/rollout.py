@@ -311,9 +311,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         notes = {t.owner: (checks[t.owner].message, gates[t.owner].message) for t in plan.targets}
         outcomes = (*report.planned(plan, checks, gates), *report.settled(plan))
         why = f"the preflight failed, nothing was restarted: {stopped[0]}" if stopped else ""
-        result = report.Report(
-            plan, outcomes, dry_run=not args.yes or bool(stopped), stopped=why, notes=notes
-        )
+        result = report.Report(plan, outcomes, dry_run=True, stopped=why, notes=notes, acting=args.yes)
         _write(result, args.output)
         return EXIT_COULD_NOT_RUN if stopped else report.exit_code(result)
     finished, interrupted = _run_interruptibly(runner)

@@ -171,6 +171,8 @@ def test_podgraft_down_under_ignore_fails_the_preflight_and_restarts_nothing(
         f"inject {POLICY}: the apiserver calls podgraft / podgraft.podgraft.io for it, so Podgraft did "
         "not answer and failurePolicy Ignore let the pod in uninjected: is Podgraft running and reachable?"
     ) in run.stdout
+    assert run.stdout.startswith("nothing is restarted: the preflight failed before the first restart")
+    assert "--yes" not in run.stdout, "it was given"
     assert restarted_at(cluster, ns, "web") is None
 
 
