@@ -8,12 +8,12 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
+    cluster_flags,
     err,
     load_policies,
     settings_from,
@@ -331,14 +331,7 @@ def add_parser(commands: Any) -> None:
     audit.add_argument(
         "--restart-plan", action="store_true", help="print the kubectl commands that bring pods current"
     )
-    audit.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then ~/.kube/config")
-    audit.add_argument("--policies", type=Path, help="policy directory instead of the cluster's ConfigMaps")
-    audit.add_argument(
-        "--policy-namespaces",
-        type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
-        help="namespaces of the policy ConfigMaps in force (default: PODGRAFT_POLICY_NAMESPACES or podgraft)",
-    )
+    cluster_flags(audit)
     audit.add_argument("-f", "--file", help=f"audit the pods in a file, or - for stdin (`{DUMP}`)")
-    audit.add_argument("--kubernetes-version", help="what `sidecarMode: auto` compares with (default: asked)")
     audit.set_defaults(func=cmd_audit, sidecar_mode=None)
     without_server_flags(audit)

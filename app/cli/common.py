@@ -26,6 +26,32 @@ def warn(message: str) -> None:
     err(f"warning: {message}")
 
 
+def cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags naming the cluster and the policies in force (as `podgraft audit` has them)."""
+    parser.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then ~/.kube/config")
+    parser.add_argument("--policies", type=Path, help="policy directory instead of the cluster's ConfigMaps")
+    parser.add_argument(
+        "--policy-namespaces",
+        type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
+        help="namespaces of the policy ConfigMaps in force (default: PODGRAFT_POLICY_NAMESPACES or podgraft)",
+    )
+    parser.add_argument(
+        "--kubernetes-version", help="what `sidecarMode: auto` compares with (default: asked)"
+    )
+    parser.set_defaults(sidecar_mode=None)
+    without_server_flags(parser)
+
+
+def webhook_flag(parser: argparse.ArgumentParser) -> None:
+    """`--webhook`: which MutatingWebhookConfiguration is Podgraft's (rollout, explain)."""
+    parser.add_argument(
+        "--webhook",
+        metavar="NAME",
+        help="Podgraft's MutatingWebhookConfiguration (default: the one labelled "
+        "app.kubernetes.io/name=podgraft)",
+    )
+
+
 def settings_problems(exc: ValidationError, args: argparse.Namespace | None = None) -> list[str]:
     """One line per setting that does not validate, named as the user set it (the flag given, else
     the PODGRAFT_* variable), never a traceback."""

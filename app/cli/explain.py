@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from app.cli.common import EXIT_ERROR, EXIT_OK, err, warn
+from app.cli.common import EXIT_ERROR, EXIT_OK, cluster_flags, err, warn, webhook_flag
 from app.cli.files import Source
 from app.cli.inject import _as_pod, _pod_template
-from app.cli.rollout import cluster_flags, first_line, live_audit
+from app.cli.rollout import first_line, live_audit
 
 KINDS = {  # what `kubectl get` accepts for the kinds with a pod template, and pods
     **dict.fromkeys(("pod", "pods", "po"), "Pod"),
@@ -197,6 +197,7 @@ def add_parser(commands: Any) -> None:
     explain.add_argument("-n", "--namespace", help="default: the kubeconfig context's")
     explain.add_argument("-o", "--output", choices=["text", "json"], default="text")
     cluster_flags(explain)
+    webhook_flag(explain)
     explain.set_defaults(func=_checked)
 
 

@@ -13,14 +13,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
 from app.cli.audit import Refused, policies_in_force
-from app.cli.common import err, settings_from, warn, without_server_flags
+from app.cli.common import cluster_flags, err, settings_from, warn, webhook_flag
 
 if TYPE_CHECKING:  # the Kubernetes client is loaded only when a command runs against a cluster
     from app.cluster.inventory import Inventory
@@ -50,28 +49,6 @@ def positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
     return number
-
-
-def cluster_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags naming the cluster and the policies in force (as `podgraft audit` has them)."""
-    parser.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then ~/.kube/config")
-    parser.add_argument("--policies", type=Path, help="policy directory instead of the cluster's ConfigMaps")
-    parser.add_argument(
-        "--policy-namespaces",
-        type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
-        help="namespaces of the policy ConfigMaps in force (default: PODGRAFT_POLICY_NAMESPACES or podgraft)",
-    )
-    parser.add_argument(
-        "--kubernetes-version", help="what `sidecarMode: auto` compares with (default: asked)"
-    )
-    parser.add_argument(
-        "--webhook",
-        metavar="NAME",
-        help="Podgraft's MutatingWebhookConfiguration (default: the one labelled "
-        "app.kubernetes.io/name=podgraft)",
-    )
-    parser.set_defaults(sidecar_mode=None)
-    without_server_flags(parser)
 
 
 @dataclass(frozen=True)
@@ -334,9 +311,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         notes = {t.owner: (checks[t.owner].message, gates[t.owner].message) for t in plan.targets}
         outcomes = (*report.planned(plan, checks, gates), *report.settled(plan))
         why = f"the preflight failed, nothing was restarted: {stopped[0]}" if stopped else ""
-        result = report.Report(
-            plan, outcomes, dry_run=not args.yes or bool(stopped), stopped=why, notes=notes
-        )
+        result = report.Report(plan, outcomes, dry_run=True, stopped=why, notes=notes, acting=args.yes)
         _write(result, args.output)
         return EXIT_COULD_NOT_RUN if stopped else report.exit_code(result)
     finished, interrupted = _run_interruptibly(runner)
@@ -404,4 +379,5 @@ def add_parser(commands: Any) -> None:
     )
     rollout.add_argument("-o", "--output", choices=["text", "json"], default="text")
     cluster_flags(rollout)
+    webhook_flag(rollout)
     rollout.set_defaults(func=cmd_rollout)

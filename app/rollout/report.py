@@ -31,9 +31,10 @@ class Report:
 
     plan: Plan
     outcomes: tuple[Outcome, ...]  # one per workload: the targets', then the others'
-    dry_run: bool
+    dry_run: bool  # the plan is shown, nothing was restarted
     stopped: str = ""
     notes: Mapping[Any, tuple[str, str]] | None = None  # dry run: owner -> (preflight, disruption)
+    acting: bool = False  # `--yes` was given (a plan shown with it: stopped before the first restart)
 
 
 def workload(target: Target) -> str:
@@ -53,11 +54,11 @@ def planned(plan: Plan, checks: Mapping[Any, Preflight], gates: Mapping[Any, Gat
     found = []
     for target in plan.targets:
         check, gate = checks.get(target.owner), gates.get(target.owner)
-        if check is not None and check.verdict != "ok":
+        if gate is not None and gate.verdict == "never":  # whatever the webhook does now
+            found.append(Outcome(target, "blocked", gate.message))
+        elif check is not None and check.verdict != "ok":
             result: Result = "failed" if check.verdict == "stop" else "blocked"
             found.append(Outcome(target, result, f"preflight: {check.message}"))
-        elif gate is not None and gate.verdict == "never":
-            found.append(Outcome(target, "blocked", gate.message))
         else:
             found.append(Outcome(target, "planned", target.why()))
     return found
@@ -116,7 +117,7 @@ def as_data(report: Report) -> dict[str, Any]:
     ]
     counts = Counter(o.result for o in report.outcomes)
     return {
-        "dryRun": report.dry_run,
+        "dryRun": report.dry_run and not report.acting,
         "workloads": workloads,
         "notTouched": untouched,
         "summary": {**{r: counts[r] for r in RESULTS if counts[r]}, "notTouched": len(untouched)},
@@ -126,7 +127,8 @@ def as_data(report: Report) -> dict[str, Any]:
 
 def summary_line(report: Report) -> str:
     counts = Counter(o.result for o in report.outcomes)
-    head = f"{counts['planned']} to restart" if report.dry_run else f"{counts['restarted']} restarted"
+    planned = report.dry_run and not report.acting
+    head = f"{counts['planned']} to restart" if planned else f"{counts['restarted']} restarted"
     parts = [
         head,
         f"{counts['current']} already current",
@@ -154,7 +156,11 @@ def text(report: Report) -> str:
     lines: list[str] = []
     notes = report.notes or {}
     if report.dry_run:
-        lines.append("dry run: nothing is restarted (--yes restarts, in this order)")
+        lines.append(
+            "nothing is restarted: the preflight failed before the first restart (the plan, in this order)"
+            if report.acting
+            else "dry run: nothing is restarted (--yes restarts, in this order)"
+        )
         order = 0
         by_owner = {o.target.owner: o for o in report.outcomes}
         for number, namespaces in enumerate(report.plan.waves, 1):

@@ -1,6 +1,8 @@
 """Capture what the rollout and explain unit tests are fed, from the node tier's real apiserver and
-controllers: `sudo .venv/bin/python -m tests.node.capture_rollout` (42 s with the binaries cached)
-rewrites tests/unit/rollout_stored/*.yaml.
+controllers: `sudo .venv/bin/python -m tests.node.capture_rollout [DIR]` rewrites
+tests/unit/rollout_stored/*.yaml (or writes them to DIR). It runs the node tier's own cluster and
+release (`conftest.node_cluster`: hack/cluster's LocalCluster, Podgraft installed by its chart),
+under the node lock.
 
 Each workload (a Deployment, a StatefulSet, a DaemonSet) is created, restarted with the real
 `kubectl rollout restart`, and sampled while it rolls out: every distinct state of the object is
@@ -9,15 +11,17 @@ resourceVersion is the same before and after kubectl's call), so the unit tests 
 against kubectl itself. Also: the pods, ReplicaSets and ControllerRevisions half way through, a
 paused Deployment, one past its progress deadline, StatefulSets with OnDelete and a partition, a
 DaemonSet with OnDelete, PodDisruptionBudgets in each state, a completed Job's pod, dry-run pods with
-Podgraft up and down, and the webhook configurations. `managedFields` are dropped, nothing else.
+Podgraft up and down (its webhook at failurePolicy Ignore and its Deployment scaled to zero, then put
+back), and the webhook configurations. `managedFields` are dropped, nothing else.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +29,12 @@ import yaml
 from kubernetes import client
 
 from tests.e2e.kube import INJECT, eventually
-from tests.e2e.stack import start_stack
-from tests.e2e.webhooks import webhook_configuration, with_url
+from tests.e2e.webhooks import webhook_configuration
 
-from .conftest import POLICY_NAMESPACE, Cluster
-from .host import exclusive_node
-from .node import NODE_BINARIES, Node, prepare_images
-from .workloads import Kubectl, app_container, deployment, node_policies, pod_spec, policy
+from .conftest import Cluster, node_cluster
+from .workloads import app_container, deployment, pod_spec, policy
 
-OUT = Path(__file__).resolve().parents[1] / "unit" / "rollout_stored"
+STORED = Path(__file__).resolve().parents[1] / "unit" / "rollout_stored"
 POLICY = "stamp"
 
 
@@ -52,19 +53,19 @@ def clean(obj: Any) -> Any:
     return obj
 
 
-def write(name: str, documents: Any, note: str) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+def write(out: Path, name: str, documents: Any, note: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     header = (
         f"# {note}\n# Captured from kube-apiserver v1.35.4 by tests/node/capture_rollout.py; do not edit.\n"
     )
-    (OUT / name).write_text(header + yaml.safe_dump(clean(documents), sort_keys=False))
-    print(f"wrote {OUT / name}")
+    (out / name).write_text(header + yaml.safe_dump(clean(documents), sort_keys=False))
+    print(f"wrote {out / name}")
 
 
 class Capture:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.api = cluster.env.kube.api
+        self.api = cluster.kube.api
         self.apps = client.AppsV1Api(self.api)
         self.policy = client.PolicyV1Api(self.api)
 
@@ -168,10 +169,10 @@ def pdb(name: str, app: str, **rule: Any) -> dict[str, Any]:
     }
 
 
-def capture(cluster: Cluster) -> None:
-    kube, image = cluster.env.kube, cluster.image
+def capture(cluster: Cluster, out: Path) -> None:
+    kube, image = cluster.kube, cluster.image
     cap = Capture(cluster)
-    kube.put_configmap(POLICY_NAMESPACE, "capture-policy", {"stamp.yaml": stamp_policy("v1")})
+    kube.put_configmap(cluster.policy_namespace, "capture-policy", {"stamp.yaml": stamp_policy("v1")})
     ns = cluster.namespace("shop")
     spec = pod_spec([app_container(image)])
     never_ready = pod_spec([app_container(image, command=["sh", "-c", "exec sleep 3600"])])
@@ -191,11 +192,12 @@ def capture(cluster: Cluster) -> None:
 
     _wait("the stamp policy is served", probe, 30)
     write(
+        out,
         "policies-v1.yaml",
         {"stamp.yaml": stamp_policy("v1")},
         "the policy the workloads below were injected with",
     )
-    write("policies-v2.yaml", {"stamp.yaml": stamp_policy("v2")}, "the same policy edited")
+    write(out, "policies-v2.yaml", {"stamp.yaml": stamp_policy("v2")}, "the same policy edited")
 
     # the workloads
     cluster.create(ns, deployment("web", replicas=2, spec=spec, inject=POLICY))
@@ -230,6 +232,7 @@ def capture(cluster: Cluster) -> None:
 
     budgets = _wait("the disruption controller computed every budget", budgets_computed, 90)
     write(
+        out,
         "budgets.yaml",
         {"budgets": budgets, "pods": cap.listed("Pod", ns)},
         "PodDisruptionBudgets and the pods they select",
@@ -244,6 +247,7 @@ def capture(cluster: Cluster) -> None:
         sampled = cap.sample_rollout(kind, ns, name, selector=f"app={name}")
         assert sampled["middle"], f"no state of {kind} {name} with old and new pods"
         write(
+            out,
             f"{file}-rollout.yaml",
             sampled,
             f"{kind} {name} restarted by kubectl rollout restart, sampled until complete",
@@ -279,6 +283,7 @@ def capture(cluster: Cluster) -> None:
     exceeded = _wait("deployment late exceeded its progress deadline", deadline_passed, 60)
     code, said = cap.kubectl_status("Deployment", ns, "late")
     write(
+        out,
         "stuck.yaml",
         {
             "paused": cap.get("Deployment", ns, "solo"),
@@ -315,6 +320,7 @@ def capture(cluster: Cluster) -> None:
         return pods[0]
 
     write(
+        out,
         "job-pod.yaml",
         _wait("the Job's pod succeeded", succeeded),
         "a completed Job's pod, injected with stamp v1",
@@ -332,33 +338,25 @@ def capture(cluster: Cluster) -> None:
         "spec": template["spec"],
     }
     up = kube.create_pod(ns, dry_pod, dry_run=True).body
-    chart_webhook = with_url(cluster.env.chart.webhook, cluster.env.podgraft.url)
-    ignoring = json.loads(json.dumps(chart_webhook))
-    for item in ignoring["webhooks"]:
-        item["failurePolicy"] = "Ignore"
-        item["timeoutSeconds"] = 2
-    kube.put_webhook(ignoring)
-    cluster.env.podgraft.stop()
-    try:
+    with cluster.podgraft_down("Ignore"):
         down = _wait(
             "pods admitted uninjected",
             lambda: _uninjected(kube.create_pod(ns, dry_pod, dry_run=True).body),
             30,
         )
-    finally:
-        cluster.env.podgraft.restart()
-        kube.put_webhook(chart_webhook)
     write(
+        out,
         "dry-run-pods.yaml",
         {"template": dry_pod, "up": up, "down": down},
         "dry-run creates of a pod from deployment web's template",
     )
 
     # the webhook configurations as registered: the chart's, and a second one scoped by labels
+    (registered,) = kube.webhook_configuration(cluster.release.fullname)["webhooks"]
     second = webhook_configuration(
         "a-labeller",
         url="https://127.0.0.1:1/label",
-        ca_bundle=cluster.env.bundle.ca_bundle(),
+        ca_bundle=registered["clientConfig"]["caBundle"],
         object_labels={"team": "a"},
         reinvocation="IfNeeded",
     )
@@ -368,6 +366,7 @@ def capture(cluster: Cluster) -> None:
     kube.admission.delete_mutating_webhook_configuration("a-labeller")
     namespaces = cap.raw(cluster.core.list_namespace)["items"]
     write(
+        out,
         "webhooks.yaml",
         {
             "configurations": listed["items"],
@@ -375,7 +374,7 @@ def capture(cluster: Cluster) -> None:
         },
         "the MutatingWebhookConfigurations (the chart's, and a second one) and the namespace the pods run in",
     )
-    kube.put_configmap(POLICY_NAMESPACE, "capture-policy", {"stamp.yaml": stamp_policy("v2")})
+    kube.put_configmap(cluster.policy_namespace, "capture-policy", {"stamp.yaml": stamp_policy("v2")})
 
 
 def _uninjected(pod: dict[str, Any]) -> dict[str, Any]:
@@ -383,35 +382,13 @@ def _uninjected(pod: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
-@contextlib.contextmanager
-def node_cluster(workdir: Path) -> Iterator[Cluster]:
-    """The node tier's cluster (as tests/node/conftest.py starts it), for as long as the `with`."""
-    images = prepare_images()
-    timings: dict[str, Any] = {}
-    with exclusive_node(), contextlib.ExitStack() as stack:
-        env = start_stack(
-            stack,
-            workdir,
-            policies=node_policies(images.busybox),
-            chart_policies={},
-            policy_namespace=POLICY_NAMESPACE,
-            warmup_policy="log-shipper",
-            timings=timings,
-            binaries=NODE_BINARIES,
-        )
-        node = Node.start(env.plane, images, workdir=workdir)
-        stack.callback(node.stop)
-        yield Cluster(env, node, images, Kubectl(env.plane.binaries["kubectl"], env.plane.admin_kubeconfig))
-
-
 def main() -> None:
-    import tempfile
-
+    out = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else STORED
     with (
         tempfile.TemporaryDirectory(prefix="podgraft-capture-") as workdir,
-        node_cluster(Path(workdir)) as cluster,
+        node_cluster(Path(workdir), {}, holder="tests/node/capture_rollout.py") as cluster,
     ):
-        capture(cluster)
+        capture(cluster, out)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Session fixture of the node tier: a real one-node cluster (`hack.cluster.LocalCluster`: etcd and a
 kube-apiserver with ServiceAccount admission and token issuance on, controller-manager, scheduler,
 containerd, kubelet, kube-proxy), Podgraft's own image built from the Dockerfile and imported into
-the node, and the chart installed with `helm install` (its defaults except the image and one policy
-in `policies.definitions`): Podgraft runs in the cluster, two replicas behind its Service, which is
-how the apiserver calls it; its pods reach the apiserver with their projected token and the chart's
-RBAC only. One cluster and one release for the whole tier; every test works in namespaces of its
-own. Everything is stopped, and the host cleaned, whatever happens."""
+the node, and the chart installed with `helm install` (its defaults except the image, one policy
+in `policies.definitions` and `events.level: all`, which test_events.py needs for `Injected`):
+Podgraft runs in the cluster, two replicas behind its Service, which is how the apiserver calls it;
+its pods reach the apiserver with their projected token and the chart's RBAC only. One cluster and
+one release for the whole tier; every test works in namespaces of its own, and a test that changes
+the release (a value, the replicas, the webhook configuration) puts it back as it found it.
+Everything is stopped, and the host cleaned, whatever happens. `node_cluster` is the same for a
+script (tests/node/capture_rollout.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +38,8 @@ READY_TIMEOUT = 120.0  # a bound for pods to start on a loaded 2-core machine, n
 WEBHOOK_SELECTOR = "app.kubernetes.io/instance=podgraft,app.kubernetes.io/component=webhook"
 # The policy shipped in the chart's values (templates/policies.yaml): stamps the app containers.
 CHART_POLICY = "chart-stamp"
+# Every outcome becomes an Event, the Normal `Injected` too (the chart's default is `warnings`).
+EVENTS_ALL = {"events": {"level": "all"}}
 TIMINGS: dict[str, Any] = {}
 
 
@@ -69,10 +75,11 @@ class Cluster:
     def image(self) -> str:
         return self.images.busybox
 
-    def namespace(self, prefix: str, **labels: str) -> str:
-        """A fresh namespace that opts in to injection, with `labels` besides; returned once its
-        `default` ServiceAccount exists (the ServiceAccount admission plugin refuses pods before)."""
-        name = self.kube.namespace(prefix, {INJECTION_LABEL: "enabled", **labels})
+    def namespace(self, prefix: str, *, opted_in: bool = True, **labels: str) -> str:
+        """A fresh namespace that opts in to injection (unless not `opted_in`), with `labels` besides;
+        returned once its `default` ServiceAccount exists (the ServiceAccount admission plugin
+        refuses pods before)."""
+        name = self.kube.namespace(prefix, {INJECTION_LABEL: "enabled", **labels} if opted_in else labels)
         eventually(
             lambda: self.core.read_namespaced_service_account("default", name),
             timeout=30,
@@ -155,12 +162,70 @@ class Cluster:
 
     def podgraft_logs(self) -> list[dict[str, Any]]:
         """Every JSON log line of the webhook pods there are now (`kubectl logs`, container podgraft)."""
-        lines: list[dict[str, Any]] = []
+        return [line for lines in self.replica_logs().values() for line in lines]
+
+    def replica_logs(self) -> dict[str, list[dict[str, Any]]]:
+        """The JSON log lines of each webhook pod there is now, by pod name."""
+        found: dict[str, list[dict[str, Any]]] = {}
         for item in self.webhook_pods():
+            name = item["metadata"]["name"]
             with contextlib.suppress(client.exceptions.ApiException):
-                text = self.logs(self.release.namespace, item["metadata"]["name"], "podgraft")
-                lines += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-        return lines
+                text = self.logs(self.release.namespace, name, "podgraft")
+                found[name] = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return found
+
+    def webhook_replicas(self) -> int:
+        """The replicas the release's Deployment asks for now."""
+        deployment = self.apps.read_namespaced_deployment(self.release.fullname, self.release.namespace)
+        return int(deployment.spec.replicas)
+
+    def scale_webhook(self, replicas: int) -> None:
+        self.kubectl.run(
+            "scale",
+            f"--namespace={self.release.namespace}",
+            f"deployment/{self.release.fullname}",
+            f"--replicas={replicas}",
+        )
+
+    def failure_policy(self) -> str:
+        """The failurePolicy of the release's webhook, as registered in the cluster."""
+        (webhook,) = self.kube.webhook_configuration(self.release.fullname)["webhooks"]
+        return str(webhook["failurePolicy"])
+
+    def set_failure_policy(self, failure_policy: str) -> None:
+        """Patch the release's webhook configuration in the cluster to `failure_policy`."""
+        name = self.release.fullname
+        webhooks = self.kube.webhook_configuration(name)["webhooks"]
+        patch = [
+            {"op": "replace", "path": f"/webhooks/{i}/failurePolicy", "value": failure_policy}
+            for i in range(len(webhooks))
+        ]
+        self.kube.admission.patch_mutating_webhook_configuration(
+            name, patch, _content_type="application/json-patch+json"
+        )
+
+    @contextlib.contextmanager
+    def podgraft_down(self, failure_policy: str) -> Iterator[None]:
+        """Podgraft stopped (its Deployment scaled to zero: the Service has no endpoint, and no pod
+        is left, not even one still serving through its drain) under `failure_policy`, for the
+        length of the `with`; then the failurePolicy and the replicas it had, all Ready again."""
+        before = self.failure_policy()
+        replicas = self.webhook_replicas()
+        self.set_failure_policy(failure_policy)
+        try:
+            self.scale_webhook(0)
+
+            def gone() -> None:
+                assert self.webhook_pods() == [], "webhook pods left (terminating)"
+
+            eventually(gone, timeout=READY_TIMEOUT, interval=0.5, what="no webhook pod left")
+            yield
+        finally:
+            try:
+                self.set_failure_policy(before)
+            finally:
+                self.scale_webhook(replicas)
+                self.wait_webhook(count=replicas)
 
     def served(self, namespace: str, policy: str = CHART_POLICY) -> dict[str, Any]:
         """A dry-run pod asking for `policy`, as Podgraft admits it now (raises while it cannot)."""
@@ -196,18 +261,18 @@ def _require_root() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    _require_root()
+@contextlib.contextmanager
+def node_cluster(workdir: Path, timings: dict[str, Any], holder: str = "the node tier") -> Iterator[Cluster]:
+    """The tier's cluster with the release installed and called by the apiserver, for the length of
+    the `with` (the node lock held); `timings` gets the figures of the summary line."""
     started = time.monotonic()
     images = prepare_images()
     helm = helm_binary()
-    TIMINGS["images"] = time.monotonic() - started
-    workdir = tmp_path_factory.mktemp("node")
-    with exclusive_node("the node tier"), contextlib.ExitStack() as stack:
+    timings["images"] = time.monotonic() - started
+    with exclusive_node(holder), contextlib.ExitStack() as stack:
         local = LocalCluster.start(workdir, images=images)
         stack.callback(local.stop)
-        TIMINGS.update(
+        timings.update(
             kubelet=local.node.kubelet_version,
             runtime=local.node.runtime_version,
             build=local.plane.binaries.build_seconds,
@@ -218,10 +283,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         kube.core.create_namespace({"metadata": {"name": PODGRAFT_NAMESPACE}})
         kube.put_configmap(PODGRAFT_NAMESPACE, "node-policies", node_policies(images.busybox))
         release = Release(helm, local.plane.admin_kubeconfig, workdir / "helm")
-        values = image_values(images.podgraft) | chart_policies("v1")
+        values = image_values(images.podgraft) | chart_policies("v1") | EVENTS_ALL
         installing = time.monotonic()
         release.install(values)
-        TIMINGS["install"] = time.monotonic() - installing
+        timings["install"] = time.monotonic() - installing
         env = Cluster(
             local,
             kube,
@@ -232,7 +297,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
         warmup = env.namespace("warmup")
         eventually(lambda: env.served(warmup), timeout=60, what="the apiserver calls Podgraft")
-        TIMINGS["total"] = time.monotonic() - started
+        timings["total"] = time.monotonic() - started
+        yield env
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    _require_root()
+    with node_cluster(tmp_path_factory.mktemp("node"), TIMINGS) as env:
         yield env
 
 

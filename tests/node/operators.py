@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.controlplane import REPO
-from tests.e2e.kube import INJECT, PODGRAFT_NAMESPACE, injected
+from hack.cluster.processes import REPO
+from tests.e2e.kube import INJECT, PODGRAFT_NAMESPACE, eventually, injected
 
-from .conftest import POLICY_NAMESPACE, Cluster
+from .conftest import Cluster
 from .workloads import policy
 
 RBAC = REPO / "examples" / "rbac"
@@ -36,8 +36,9 @@ class Run:
 
 def operator(cluster: Cluster, name: str, *files: str) -> Path:
     """A kubeconfig for ServiceAccount podgraft/`name`, bound by `files` (examples/rbac/, subjects and
-    the policy Role's namespace swapped for this cluster's)."""
-    kube = cluster.env.kube
+    the policy Role's namespace swapped for this cluster's: the release namespace, the one Podgraft
+    watches for policies)."""
+    kube = cluster.kube
     try:
         kube.core.create_namespaced_service_account(PODGRAFT_NAMESPACE, {"metadata": {"name": name}})
     except ApiException as exc:
@@ -53,20 +54,18 @@ def operator(cluster: Cluster, name: str, *files: str) -> Path:
                 document["roleRef"]["name"] = f"{document['roleRef']['name']}-{name}"
                 document["subjects"] = [subject]
             if document["kind"] in ("Role", "RoleBinding"):
-                for namespace in (PODGRAFT_NAMESPACE, POLICY_NAMESPACE):
-                    documents.append({**document, "metadata": {**meta, "namespace": namespace}})
-            else:
-                documents.append(document)
+                meta["namespace"] = cluster.policy_namespace
+            documents.append(document)
     kube.create_objects(documents)
     token = kube.core.create_namespaced_service_account_token(
         name, PODGRAFT_NAMESPACE, {"spec": {"expirationSeconds": 3600}}
     ).status.token
     user = f"system:serviceaccount:{PODGRAFT_NAMESPACE}:{name}"
-    return cluster.env.plane.kubeconfig_for(user, token, f"{name}.kubeconfig")
+    return cluster.local.plane.kubeconfig_for(user, token, f"{name}.kubeconfig")
 
 
 def podgraft(kubeconfig: Path, *args: str, timeout: float = 300) -> Run:
-    """`podgraft ARGS` with the cluster's policies in force."""
+    """`podgraft ARGS` with the cluster's policies in force (those of the release namespace)."""
     result = subprocess.run(
         [
             sys.executable,
@@ -74,7 +73,7 @@ def podgraft(kubeconfig: Path, *args: str, timeout: float = 300) -> Run:
             "app.cli",
             *args[:1],
             f"--kubeconfig={kubeconfig}",
-            f"--policy-namespaces={PODGRAFT_NAMESPACE},{POLICY_NAMESPACE}",
+            f"--policy-namespaces={PODGRAFT_NAMESPACE}",
             *args[1:],
         ],
         capture_output=True,
@@ -90,7 +89,7 @@ def podgraft(kubeconfig: Path, *args: str, timeout: float = 300) -> Run:
 def publish(cluster: Cluster, name: str, version: str) -> None:
     """Policy `name`, env-only (it reads no pod field: issue 15), at `version`; waits until served."""
     text = policy(name, env=[{"name": "ROLLED", "value": version}])
-    cluster.env.kube.put_configmap(POLICY_NAMESPACE, f"{name}-policy", {f"{name}.yaml": text})
+    cluster.kube.put_configmap(cluster.policy_namespace, f"{name}-policy", {f"{name}.yaml": text})
     namespace = cluster.namespace("probe")
     probe = {
         "apiVersion": "v1",
@@ -100,11 +99,9 @@ def publish(cluster: Cluster, name: str, version: str) -> None:
     }
 
     def served() -> None:
-        body = cluster.env.kube.create_pod(namespace, probe, dry_run=True).body
+        body = cluster.kube.create_pod(namespace, probe, dry_run=True).body
         assert injected(body) == [name], body["metadata"]
         assert {"name": "ROLLED", "value": version} in body["spec"]["containers"][0]["env"]
-
-    from tests.e2e.kube import eventually
 
     eventually(served, timeout=30, what=f"Podgraft serves {name} {version}")
 

@@ -18,7 +18,7 @@ from .operators import operator, podgraft, publish
 from .workloads import app_container, deployment, pod_spec
 
 POLICY = "explained"
-PODGRAFT = "pg-podgraft / podgraft.podgraft.io (Podgraft)"
+PODGRAFT = "podgraft / podgraft.podgraft.io (Podgraft)"  # the release's configuration / webhook
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def _bare_pod(cluster: Cluster, namespace: str, name: str, *, annotations: Any, 
         "metadata": {"name": name, "annotations": annotations, "labels": labels},
         "spec": pod_spec([app_container(cluster.image)]),
     }
-    cluster.env.kube.create_pod(namespace, body)
+    cluster.kube.create_pod(namespace, body)
 
 
 def test_an_injected_pod_and_its_deployment(cluster: Cluster, explain_kubeconfig: Path) -> None:
@@ -82,7 +82,7 @@ def test_an_opted_out_pod_is_skipped_and_never_sent(cluster: Cluster, explain_ku
 
 
 def test_a_pod_in_a_namespace_without_the_label(cluster: Cluster, explain_kubeconfig: Path) -> None:
-    ns = cluster.env.kube.namespace("plain")  # no opt-in label
+    ns = cluster.namespace("plain", opted_in=False)
     _bare_pod(cluster, ns, "asks", annotations={INJECT: POLICY}, labels={"app": "asks"})
     run = podgraft(explain_kubeconfig, "explain", "-n", ns, "pod/asks")
     assert run.code == 0, run.stderr
@@ -97,16 +97,17 @@ def test_a_second_mutating_webhook_is_listed_in_the_apiservers_order(
 ) -> None:
     ns = cluster.namespace("explain-two")
     _bare_pod(cluster, ns, "two", annotations={INJECT: POLICY}, labels={"app": "two", "explain": "second"})
+    (registered,) = cluster.kube.webhook_configuration(cluster.release.fullname)["webhooks"]
     second = webhook_configuration(  # selects only the pod above, created before it exists: never called
         "a-second",
-        url=cluster.env.podgraft.url,
-        ca_bundle=cluster.env.bundle.ca_bundle(),
+        url="https://127.0.0.1:1/never-called",
+        ca_bundle=registered["clientConfig"]["caBundle"],
         failure_policy="Ignore",
         object_labels={"explain": "second"},
         reinvocation="IfNeeded",
     )
     second["webhooks"][0]["matchConditions"] = [{"name": "not-dry-run", "expression": "!request.dryRun"}]
-    with temporary_webhook(cluster.env.kube, second):
+    with temporary_webhook(cluster.kube, second):
         run = podgraft(explain_kubeconfig, "explain", "-n", ns, "pod/two")
     assert run.code == 0, run.stderr
     first = run.stdout.index(

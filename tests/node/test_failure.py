@@ -13,28 +13,6 @@ from .conftest import Cluster
 from .workloads import app_container, deployment, pod_spec
 
 
-def _set_failure_policy(cluster: Cluster, failure_policy: str) -> None:
-    """Patch the release's webhook configuration in the cluster to `failure_policy`."""
-    name = cluster.release.fullname
-    webhooks = cluster.kube.webhook_configuration(name)["webhooks"]
-    patch = [
-        {"op": "replace", "path": f"/webhooks/{i}/failurePolicy", "value": failure_policy}
-        for i in range(len(webhooks))
-    ]
-    cluster.kube.admission.patch_mutating_webhook_configuration(
-        name, patch, _content_type="application/json-patch+json"
-    )
-
-
-def _scale(cluster: Cluster, replicas: int) -> None:
-    cluster.kubectl.run(
-        "scale",
-        f"--namespace={cluster.release.namespace}",
-        f"deployment/{cluster.release.fullname}",
-        f"--replicas={replicas}",
-    )
-
-
 def _probe_pod() -> dict[str, Any]:
     return pod(generate_name="probe-", annotations={INJECT: "log-shipper"})
 
@@ -53,10 +31,7 @@ def _replica_failure(cluster: Cluster, namespace: str) -> str:
 def test_podgraft_down_ignore_admits_uninjected_and_fail_retries_until_it_is_back(cluster: Cluster) -> None:
     kube = cluster.kube
     spec = pod_spec([app_container(cluster.image)])
-    try:
-        _scale(cluster, 0)
-        cluster.wait_webhook(count=0)
-        _set_failure_policy(cluster, "Ignore")
+    with cluster.podgraft_down("Ignore"):
         ignoring = cluster.namespace("down-ignore")
 
         def admitted_uninjected() -> None:
@@ -68,7 +43,7 @@ def test_podgraft_down_ignore_admits_uninjected_and_fail_retries_until_it_is_bac
             assert injected(admitted) == []
             assert not admitted["spec"].get("initContainers")
 
-        _set_failure_policy(cluster, "Fail")
+        cluster.set_failure_policy("Fail")
         failing = cluster.namespace("down-fail")
 
         def refused() -> None:
@@ -81,12 +56,6 @@ def test_podgraft_down_ignore_admits_uninjected_and_fail_retries_until_it_is_bac
         assert "failed calling webhook" in message
         assert cluster.pods(failing, "web") == []
 
-        _scale(cluster, 2)  # Podgraft is back: nothing else is done
+        cluster.scale_webhook(2)  # Podgraft is back: nothing else is done
         for created in cluster.wait_pods(failing, "web", count=2):
             assert injected(created) == ["log-shipper"]
-    finally:
-        try:
-            _set_failure_policy(cluster, "Fail")
-        finally:
-            _scale(cluster, 2)
-            cluster.wait_webhook()

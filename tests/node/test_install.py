@@ -1,9 +1,9 @@
-"""Issue 16, §2: the chart installed with `helm install` (defaults except the image and one policy in
-`policies.definitions`) on a cluster that runs as a real one: two replicas Ready on the one node
-behind the Service the apiserver calls, with their PodDisruptionBudget, probes, hardened pod and
-RBAC; Podgraft's pods reach the apiserver in-cluster with their projected token; an opted-in
-namespace's Deployment (ServiceAccount token mounted, as by default) comes up injected and Ready;
-the chart's policy is in force; `kubectl logs` shows JSON."""
+"""Issue 16, §2: the chart installed with `helm install` (defaults except the image, one policy in
+`policies.definitions` and `events.level: all`) on a cluster that runs as a real one: two replicas
+Ready on the one node behind the Service the apiserver calls, with their PodDisruptionBudget,
+probes, hardened pod and RBAC; Podgraft's pods reach the apiserver in-cluster with their projected
+token; an opted-in namespace's Deployment (ServiceAccount token mounted, as by default) comes up
+injected and Ready; the chart's policy is in force; `kubectl logs` shows JSON."""
 
 from __future__ import annotations
 

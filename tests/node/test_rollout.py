@@ -2,7 +2,8 @@
 examples/rbac/podgraft-rollout.yaml. A policy edit, then: two Deployments restarted one after the
 other until their new pods are Ready and current; a Deployment whose PodDisruptionBudget can never
 allow a disruption, and one whose budget allows none now, blocked and left alone; Podgraft down
-under failurePolicy Ignore stops the run at the preflight, before anything is restarted."""
+under failurePolicy Ignore (the release's webhook patched to Ignore, its Deployment scaled to zero,
+then both put back) stops the run at the preflight, before anything is restarted."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.kube import eventually, injected
-from tests.e2e.webhooks import with_url
 
 from .conftest import Cluster
 from .operators import operator, podgraft, publish, ready_times, restarted_at
@@ -87,10 +87,10 @@ def test_two_deployments_restarted_one_after_the_other_until_every_pod_is_curren
 
 def _budget(cluster: Cluster, namespace: str, app: str, **rule: Any) -> None:
     body = {"metadata": {"name": app}, "spec": {"selector": {"matchLabels": {"app": app}}, **rule}}
-    client.PolicyV1Api(cluster.env.kube.api).create_namespaced_pod_disruption_budget(namespace, body)
+    client.PolicyV1Api(cluster.kube.api).create_namespaced_pod_disruption_budget(namespace, body)
 
     def computed() -> None:
-        found = client.PolicyV1Api(cluster.env.kube.api).read_namespaced_pod_disruption_budget(app, namespace)
+        found = client.PolicyV1Api(cluster.kube.api).read_namespaced_pod_disruption_budget(app, namespace)
         assert found.status is not None, "no status yet"
         assert found.status.expected_pods, found.status
 
@@ -158,29 +158,21 @@ def _count(cluster: Cluster, namespace: str, app: str, count: int) -> None:
 def test_podgraft_down_under_ignore_fails_the_preflight_and_restarts_nothing(
     cluster: Cluster, rollout_kubeconfig: Path
 ) -> None:
-    kube, server = cluster.env.kube, cluster.env.podgraft
     publish(cluster, POLICY, "v1")
     ns = cluster.namespace("down")
     _apps(cluster, ns, "web")
     cluster.wait_pods(ns, "web", count=1)
     publish(cluster, POLICY, "v2")
-    chart = with_url(cluster.env.chart.webhook, server.url)
-    ignoring = with_url(cluster.env.chart.webhook, server.url)
-    for item in ignoring["webhooks"]:
-        item["failurePolicy"], item["timeoutSeconds"] = "Ignore", 2
-    kube.put_webhook(ignoring)
-    server.stop()
-    try:
+    with cluster.podgraft_down("Ignore"):
         run = podgraft(rollout_kubeconfig, "rollout", "-n", ns, "--policy", POLICY, "--yes")
-    finally:
-        server.restart()
-        kube.put_webhook(chart)
     assert run.code == 2, run.stdout + run.stderr
     assert (
         f"stopped: the preflight failed, nothing was restarted: {ns} Deployment/web: the webhook did not "
-        f"inject {POLICY}: the apiserver calls pg-podgraft / podgraft.podgraft.io for it, so Podgraft did "
+        f"inject {POLICY}: the apiserver calls podgraft / podgraft.podgraft.io for it, so Podgraft did "
         "not answer and failurePolicy Ignore let the pod in uninjected: is Podgraft running and reachable?"
     ) in run.stdout
+    assert run.stdout.startswith("nothing is restarted: the preflight failed before the first restart")
+    assert "--yes" not in run.stdout, "it was given"
     assert restarted_at(cluster, ns, "web") is None
 
 
@@ -195,5 +187,4 @@ def test_missing_permissions_are_named_before_anything_is_read(cluster: Cluster)
         "  list pods in all namespaces (the audit)\n"
         "  list replicasets.apps in all namespaces (the owners of Deployments' pods)\n"
         "  list configmaps in namespace podgraft (the policies in force)\n"
-        "  list configmaps in namespace node-policies (the policies in force)\n"
     )

@@ -116,6 +116,22 @@ def test_a_budget_that_can_never_allow_a_disruption_is_blocked_in_the_plan_alrea
     )
 
 
+def test_yes_stopped_at_the_preflight_says_so_never_to_pass_yes() -> None:
+    """`podgraft rollout --yes` whose preflight fails (the webhook down under Ignore): the plan is
+    shown as what was not done, a budget that can never allow a disruption stays blocked."""
+    stop = Preflight("stop", "the webhook did not inject log-shipper")
+    gates = {API: Gate("never", "PodDisruptionBudget api can never allow a disruption")}
+    outcomes = (*planned(PLAN, {API: stop, WEB: stop}, gates), *settled(PLAN))
+    result = Report(PLAN, outcomes, dry_run=True, stopped="the preflight failed", acting=True)
+    out = text(result)
+    assert out.splitlines()[0] == (
+        "nothing is restarted: the preflight failed before the first restart (the plan, in this order)"
+    )
+    assert "--yes" not in out
+    assert out.splitlines()[-1].startswith("summary: 0 restarted, 1 already current, 2 blocked, 1 failed")
+    assert as_data(result)["dryRun"] is False
+
+
 def test_the_json_document() -> None:
     outcome = Outcome(
         _target(WEB),
