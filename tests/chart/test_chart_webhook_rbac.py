@@ -295,7 +295,7 @@ def test_an_unknown_events_level_is_refused(helm: Helm) -> None:
 
 
 def test_uninstall_hook_removes_only_the_webhook_configuration_first(helm: Helm) -> None:
-    """A pre-delete hook: its ServiceAccount may delete the release's webhook configuration, by
+    """A pre-delete hook: its ServiceAccount may delete the release's two webhook configurations, by
     name, and nothing else; its pod is no server pod (no Service or PDB selects it) and is never
     sent to the webhook."""
     objects = helm.render()
@@ -311,7 +311,7 @@ def test_uninstall_hook_removes_only_the_webhook_configuration_first(helm: Helm)
     assert role["rules"] == [
         {
             "apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["mutatingwebhookconfigurations"],
+            "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
             "resourceNames": [webhook_name],
             "verbs": ["delete"],
         }
@@ -330,9 +330,11 @@ def test_uninstall_hook_removes_only_the_webhook_configuration_first(helm: Helm)
     assert (
         container["image"] == one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
     )
-    assert (
-        f"delete_mutating_webhook_configuration({webhook_name!r})".replace("'", '"') in container["args"][0]
-    )
+    script = container["args"][0]
+    assert "api.delete_mutating_webhook_configuration" in script
+    assert "api.delete_validating_webhook_configuration" in script
+    assert f"delete({webhook_name!r})".replace("'", '"') in script
+    assert one(objects, "ValidatingWebhookConfiguration")["metadata"]["name"] == webhook_name
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 

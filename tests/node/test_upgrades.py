@@ -261,6 +261,8 @@ def test_helm_uninstall_removes_the_webhook_first_and_pods_are_created_uninjecte
     # the namespace Helm created stays (Helm never deletes namespaces), with what is not the release's:
     # policy ConfigMaps the tests put there, and what the cluster puts in every namespace
     eventually(lambda: _release_gone(cluster), timeout=60, what="the release's objects and pods deleted")
+    configurations = cluster.kube.admission.list_validating_webhook_configuration().items
+    assert [c.metadata.name for c in configurations] == [], "the policy webhook went with the release"
     left = _left_behind(cluster)
     assert {"configmap/kube-root-ca.crt", "configmap/node-policies", "serviceaccount/default"} <= set(left)
     figures["left_behind"] = left
