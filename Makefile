@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint typecheck unit integration e2e node chart bench bench-audit certs clean venv
+.PHONY: run test lint typecheck unit integration e2e node chart bench bench-audit bench-instructions certs clean venv
 
 venv: $(STAMP)
 
@@ -51,8 +51,9 @@ chart: $(STAMP)
 node: $(STAMP)
 	$(BIN)/pytest -q tests/node
 
-# Every tier: lint, types, then all tests (unit, golden, property, integration, chart, e2e, node).
-test: lint typecheck
+# Every tier: lint, types, the instruction counts, then all tests (unit, golden, property,
+# integration, chart, e2e, node).
+test: lint typecheck bench-instructions
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 # Benchmarks (not part of `make test`): installs wrk (Debian) and builds the pinned vegeta.
@@ -60,6 +61,12 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	hack/vegeta/build.sh >/dev/null
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Instructions per admission (callgrind; about 10 s), part of `make test`: fails when a count rises
+# more than 5% above bench/instructions.json. Installs valgrind and gcc from Debian when missing.
+bench-instructions: $(STAMP)
+	bench/setup.sh
+	$(BIN)/python bench/instructions.py $(BENCH_ARGS)
 
 # The audit benchmark (not part of `make test`): `podgraft audit` over 10,000 pods, the running audit's memory.
 bench-audit: $(STAMP)
