@@ -11,10 +11,11 @@ PORT ?= 8443
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.lock requirements.lock pyproject.toml
+# The engine compiled with mypyc in place (app/engine/*.so, setup.py), rebuilt when a source changes.
+$(STAMP): requirements-dev.lock requirements.lock pyproject.toml setup.py $(wildcard app/engine/*.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	PODGRAFT_COMPILE=1 $(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 certs/tls.crt: | $(STAMP)
@@ -74,3 +75,4 @@ bench-audit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	find app -name '*.so' -delete

@@ -27,7 +27,7 @@ import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 import jinja2
 from jinja2 import nodes
@@ -35,6 +35,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.engine.podview import as_mapping, string_map, text
+from app.engine.substitution import Substitution, substitution
 
 MAX_OUTPUT_CHARS = 64 * 1024
 MAX_REPEAT = 64 * 1024
@@ -420,10 +421,12 @@ def _is_template(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """One compiled template string and its source (for messages)."""
+    """One compiled template string and its source (for messages); `substitute`, for a template that
+    only substitutes values, renders it without Jinja2 (None when only Jinja2 can tell)."""
 
     source: str
     render: Callable[..., str]
+    substitute: Substitution | None = None
 
 
 class _Dynamic(dict[str, Any]):
@@ -461,9 +464,11 @@ def _compile(
         if not _is_template(value):
             return value
         try:
-            found = template_problems(_ENV.parse(value), parameters)
+            tree = _ENV.parse(value)
+            found = template_problems(tree, parameters)
             if not found:
-                return Template(source=value, render=_ENV.from_string(value).render)
+                fast = substitution(tree, frozenset(CONTEXT_NAMES))
+                return Template(source=value, render=_ENV.from_string(value).render, substitute=fast)
         except jinja2.TemplateSyntaxError as exc:
             found = [f"template syntax error: {exc.message}"]
         problems.extend((path, problem) for problem in found)
@@ -495,6 +500,9 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
     if kind is _DynamicList:
         return [render_tree(item, context) for item in value]
     if kind is Template:
+        text = value.substitute(context) if value.substitute is not None else None
+        if text is not None:
+            return text if len(text) <= MAX_OUTPUT_CHARS else _too_long(value)
         try:
             text = value.render(**context)
         except jinja2.UndefinedError as exc:
@@ -503,10 +511,12 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
             raise RenderError(f"template {value.source!r}: refused by the sandbox: {exc}") from None
         except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as exc:
             raise RenderError(f"template {value.source!r}: {type(exc).__name__}: {exc}") from None
-        if len(text) > MAX_OUTPUT_CHARS:
-            raise RenderError(f"template {value.source!r}: output longer than {MAX_OUTPUT_CHARS} characters")
-        return text
+        return text if len(text) <= MAX_OUTPUT_CHARS else _too_long(value)
     return value
+
+
+def _too_long(template: Template) -> NoReturn:
+    raise RenderError(f"template {template.source!r}: output longer than {MAX_OUTPUT_CHARS} characters")
 
 
 def pod_context(
