@@ -29,8 +29,8 @@ run: $(STAMP) certs/tls.crt
 		--tls-cert certs/tls.crt --tls-key certs/tls.key
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench setup.py
+	$(BIN)/ruff format --check app tests bench setup.py
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

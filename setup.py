@@ -35,7 +35,9 @@ def extensions() -> list[object]:
         from mypyc.build import mypycify
     except ImportError:
         if wanted == "1":
-            raise SystemExit("PODGRAFT_COMPILE=1: mypyc (mypy) is not installed in the build environment")
+            raise SystemExit(
+                "PODGRAFT_COMPILE=1: mypyc (mypy) is not installed in the build environment"
+            ) from None
         sys.stderr.write("podgraft: mypyc is not installed: building the engine interpreted only\n")
         return []
     return list(mypycify(ENGINE, opt_level="3", group_name="app.engine"))
