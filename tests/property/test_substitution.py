@@ -26,13 +26,27 @@ from app.engine.render import (
 )
 
 TEXT = st.text(alphabet=st.sampled_from("ab -./:\n\r\t\u00e9\u202e$()"), max_size=6)
-KEYS = st.sampled_from(  # what a policy reads, keys a pod lacks, a map's methods, keys that are not names
+# What a policy reads, keys a pod lacks, a map's methods, keys that are not names.
+KEYS = st.sampled_from(
     [
-        *"name generateName namespace serviceAccount labels annotations app tier".split(),
+        "name",
+        "generateName",
+        "namespace",
+        "serviceAccount",
+        "labels",
+        "annotations",
+        "app",
+        "tier",
+        "items",
+        "get",
+        "keys",
+        "nope",
+        "image",
+        "port",
+        "nested",
         "a b",
         "example.com/x",
     ]
-    + "items get keys nope image port nested".split()
 )
 QUOTE = st.sampled_from(["'", '"'])
 CONSTANTS = st.sampled_from(["'lit'", '"x y"', "1", "1.5", "true", "none", "''"])
