@@ -17,8 +17,7 @@ Algorithm of `inject_pod`:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from app.engine.config import EngineConfig
 from app.engine.inputs import rendering_view, without_status
@@ -32,16 +31,40 @@ from app.engine.select import PolicyDecision, Selection, select_policies
 from app.engine.status import read_status
 
 
-@dataclass(frozen=True, slots=True)
 class InjectionResult:
-    patch: list[dict[str, Any]] = field(default_factory=list)
-    warnings: tuple[str, ...] = ()
-    denial: str | None = None
-    decisions: tuple[PolicyDecision, ...] = ()
-    injected: tuple[str, ...] = ()  # names of the policies applied by this patch
-    skip_reason: str | None = None
-    skip_code: str | None = None
-    mutated: Mapping[str, Any] | None = None  # the pod after the patch (None when unchanged)
+    """What the engine decided for one pod (a plain class with `Final` attributes: see `PolicyDecision`)."""
+
+    __slots__ = (
+        "decisions",
+        "denial",
+        "injected",
+        "mutated",
+        "patch",
+        "skip_code",
+        "skip_reason",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        *,
+        patch: list[dict[str, Any]] | None = None,
+        warnings: tuple[str, ...] = (),
+        denial: str | None = None,
+        decisions: tuple[PolicyDecision, ...] = (),
+        injected: tuple[str, ...] = (),
+        skip_reason: str | None = None,
+        skip_code: str | None = None,
+        mutated: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.patch: Final[list[dict[str, Any]]] = [] if patch is None else patch
+        self.warnings: Final = warnings
+        self.denial: Final = denial
+        self.decisions: Final = decisions
+        self.injected: Final = injected  # names of the policies applied by this patch
+        self.skip_reason: Final = skip_reason
+        self.skip_code: Final = skip_code
+        self.mutated: Final = mutated  # the pod after the patch (None when unchanged)
 
 
 def _render_all(

@@ -61,9 +61,13 @@ class Reads:
     all_annotations: bool = False
 
     def __bool__(self) -> bool:
-        return self != NOTHING
+        return self is not NOTHING and self != NOTHING
 
     def __or__(self, other: Reads) -> Reads:
+        if other is NOTHING or other is self:  # the common case, at every admission: nothing to build
+            return self
+        if self is NOTHING:
+            return other
         return Reads(
             name=self.name or other.name,
             generate_name=self.generate_name or other.generate_name,
