@@ -19,10 +19,15 @@ from pathlib import Path
 
 from setuptools import setup
 
-# app/engine/render.py is left out: its compiled template trees subclass dict, which mypyc does not
-# compile; what it costs per pod is Jinja2's, not its own.
-INTERPRETED = {"__init__.py", "render.py"}
-ENGINE = sorted(str(p) for p in Path("app/engine").glob("*.py") if p.name not in INTERPRETED)
+# app/engine/trees.py is left out: its marks of compiled policy trees subclass dict and list, which
+# mypyc does not compile.
+INTERPRETED = {"__init__.py", "trees.py"}
+COMPILED = sorted(
+    str(path)
+    for package in ("app/engine", "app/admission")
+    for path in Path(package).glob("*.py")
+    if path.name not in INTERPRETED
+)
 
 
 def extensions() -> list[object]:
@@ -40,7 +45,7 @@ def extensions() -> list[object]:
             ) from None
         sys.stderr.write("podgraft: mypyc is not installed: building the engine interpreted only\n")
         return []
-    return list(mypycify(ENGINE, opt_level="3", group_name="app.engine"))
+    return list(mypycify(COMPILED, opt_level="3", group_name="app.engine"))
 
 
 setup(ext_modules=extensions())

@@ -1,7 +1,8 @@
 """Podgraft: a Kubernetes mutating admission webhook that grafts helpers onto pods from policies.
 
-`PODGRAFT_ENGINE=interpreted` runs the engine's Python sources even where its compiled form is
-installed (see setup.py); `compiled` (or unset) runs the compiled form when there is one.
+`PODGRAFT_ENGINE=interpreted` runs the Python sources of the engine and the admission step even
+where their compiled form is installed (see setup.py); `compiled` (or unset) runs the compiled form
+when there is one.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 ENGINE_FORMS = ("compiled", "interpreted")
+COMPILED_PACKAGES = ("app.engine", "app.admission")  # what setup.py compiles
 
 
 class _EngineSources(importlib.abc.MetaPathFinder):
-    """Finds the modules of `app.engine` as their Python sources, never as compiled modules."""
+    """Finds the modules of the compiled packages as their Python sources, never compiled."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         package, _, name = fullname.rpartition(".")
-        if package != "app.engine" or path is None:
+        if package not in COMPILED_PACKAGES or path is None:
             return None
         for entry in path:
             source = Path(entry) / f"{name}.py"

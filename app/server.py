@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import logs
 from app.admission.cache import DecisionCache
 from app.admission.decide import Verdict
 from app.admission.engine import engine_config
@@ -163,7 +164,7 @@ class Handler:
             self._record(parsed, decision)
             return 200, orjson.dumps(review(parsed.api_version, decision.response))
         except BadReview as exc:
-            rt.metrics.requests.labels("bad_request").inc()
+            rt.metrics.by_outcome.inc("bad_request")
             log.warning("bad admission request", extra={"status": exc.status, "error": exc.message})
             return _bad(exc)
         except Exception:
@@ -177,7 +178,7 @@ class Handler:
     def _internal_error(self, parsed: AdmissionRequest | None) -> Reply:
         rt = self.rt
         rt.metrics.internal_errors.inc()
-        rt.metrics.requests.labels("error").inc()
+        rt.metrics.by_outcome.inc("error")
         uid = parsed.uid if parsed else ""
         log.exception("internal error while handling an admission request", extra={"uid": uid})
         message = f"podgraft: internal error (uid {uid}); see the webhook logs"
@@ -189,7 +190,7 @@ class Handler:
 
     def _record(self, request: AdmissionRequest, decision: Verdict) -> None:
         metrics = self.rt.metrics
-        metrics.requests.labels(decision.outcome).inc()
+        metrics.by_outcome.inc(decision.outcome)
         result = decision.result
         extra: dict[str, Any] = {
             "uid": request.uid,
@@ -200,20 +201,20 @@ class Handler:
         }
         if result is not None:
             for name in result.injected:
-                metrics.injections.labels(name).inc()
+                metrics.by_policy.inc(name)
             if result.skip_code:
-                metrics.skips.labels(result.skip_code).inc()
+                metrics.by_reason.inc(result.skip_code)
                 extra["skip"] = result.skip_reason
             for item in result.decisions:
                 if not item.applied:
-                    metrics.skips.labels("policy-not-applied").inc()
+                    metrics.by_reason.inc("policy-not-applied")
             if result.warnings:
                 metrics.warnings.inc(len(result.warnings))
                 extra["warnings"] = list(result.warnings)
             extra["injected"] = list(result.injected)
             if result.denial:
                 extra["denial"] = result.denial
-        log.info("admission", extra=extra)
+        logs.event(log, "admission", extra)
 
 
 def readiness(rt: Runtime) -> tuple[bool, dict[str, Any]]:

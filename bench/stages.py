@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from measured import Bench, reviews
 
+from app import logs
 from app.admission.responses import patched, review
 from app.admission.review import parse_review
 from app.engine.inputs import rendering_view
@@ -96,9 +97,9 @@ def stage_measurements(bench: Bench, pods: int) -> list[tuple[str, Counted]]:
 
     def metrics() -> object:
         for decision in decisions:
-            rt.metrics.requests.labels(decision.outcome).inc()
+            rt.metrics.by_outcome.inc(decision.outcome)
             for name in decision.result.injected:
-                rt.metrics.injections.labels(name).inc()
+                rt.metrics.by_policy.inc(name)
             rt.metrics.latency.observe(0.001)
         return None
 
@@ -113,7 +114,7 @@ def stage_measurements(bench: Bench, pods: int) -> list[tuple[str, Counted]]:
                 "outcome": decision.outcome,
                 "injected": list(result.injected),
             }
-            log.info("admission", extra=extra)
+            logs.event(log, "admission", extra)
         return None
 
     return [

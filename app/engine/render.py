@@ -36,6 +36,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.engine.podview import as_mapping, string_map, text
 from app.engine.substitution import Substitution, substitution
+from app.engine.trees import Dynamic, DynamicList
 
 MAX_OUTPUT_CHARS = 64 * 1024
 MAX_REPEAT = 64 * 1024
@@ -293,7 +294,7 @@ def _constant(node: nodes.Node, params: Mapping[str, Any]) -> Any:
     if op is None:
         raise _NotConstant
     left, right = _constant(node.left, params), _constant(node.right, params)  # type: ignore[attr-defined]
-    if op in _Environment.intercepted_binops:
+    if op in _ENV.intercepted_binops:
         return _ENV.call_binop(None, op, left, right)  # type: ignore[arg-type]
     return _OPERATORS[op](left, right)
 
@@ -429,17 +430,8 @@ class Template:
     substitute: Substitution | None = None
 
 
-class _Dynamic(dict[str, Any]):
-    """A compiled mapping with a template somewhere below it. Template-free subtrees stay plain
-    dicts and lists, which rendering returns as they are (shared, never copied or mutated)."""
-
-
-class _DynamicList(list[Any]):
-    """A compiled list with a template somewhere below it."""
-
-
 def _is_dynamic(value: Any) -> bool:
-    return type(value) is Template or type(value) is _Dynamic or type(value) is _DynamicList
+    return type(value) is Template or type(value) is Dynamic or type(value) is DynamicList
 
 
 def compile_tree(value: Any, path: str = "spec", *, parameters: Collection[str] | None = None) -> Any:
@@ -475,12 +467,12 @@ def _compile(
         return value
     if isinstance(value, dict):
         items = {key: _compile(item, f"{path}.{key}", parameters, problems) for key, item in value.items()}
-        return _Dynamic(items) if any(_is_dynamic(item) for item in items.values()) else items
+        return Dynamic(items) if any(_is_dynamic(item) for item in items.values()) else items
     if isinstance(value, list):
         elements = [
             _compile(item, f"{path}[{index}]", parameters, problems) for index, item in enumerate(value)
         ]
-        return _DynamicList(elements) if any(_is_dynamic(item) for item in elements) else elements
+        return DynamicList(elements) if any(_is_dynamic(item) for item in elements) else elements
     return value
 
 
@@ -495,9 +487,9 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
     """Render a compiled tree: templates become strings; template-free subtrees are returned as
     they are (shared between requests: the engine never mutates what a policy provides)."""
     kind = type(value)
-    if kind is _Dynamic or kind is MappingProxyType:
+    if kind is Dynamic or kind is MappingProxyType:
         return {key: render_tree(item, context) for key, item in value.items()}
-    if kind is _DynamicList:
+    if kind is DynamicList:
         return [render_tree(item, context) for item in value]
     if kind is Template:
         text = value.substitute(context) if value.substitute is not None else None

@@ -1,0 +1,19 @@
+"""The marks of a compiled policy tree (`render.compile_tree`): a map or a list with a template
+somewhere below it. Template-free subtrees stay plain dicts and lists, which rendering returns as
+they are (shared, never copied or mutated).
+
+Subclasses of dict and list, in a module of their own that is never compiled: mypyc does not
+compile subclasses of builtins (setup.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Dynamic(dict[str, Any]):
+    """A compiled mapping with a template somewhere below it."""
+
+
+class DynamicList(list[Any]):
+    """A compiled list with a template somewhere below it."""
