@@ -42,3 +42,16 @@ if _form not in ENGINE_FORMS:
     raise ImportError(f"PODGRAFT_ENGINE must be one of {', '.join(ENGINE_FORMS)}, got {_form[:40]!r}")
 if _form == "interpreted":
     sys.meta_path.insert(0, _EngineSources())
+
+
+def stale_compiled_modules() -> list[str]:
+    """The compiled modules (built in place by `make venv`) older than their Python source, or
+    whose source is gone: an edit the compiled form does not have yet."""
+    stale = []
+    for package in COMPILED_PACKAGES:
+        directory = Path(__file__).parent.parent / package.replace(".", "/")
+        for compiled in directory.glob("*.so"):
+            source = compiled.with_name(compiled.name.partition(".")[0] + ".py")
+            if not source.exists() or source.stat().st_mtime > compiled.stat().st_mtime:
+                stale.append(str(compiled.relative_to(directory.parent.parent)))
+    return sorted(stale)

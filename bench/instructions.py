@@ -79,6 +79,12 @@ def engine_form() -> str:
 def _inner(out: Path, marks: Path, stages: bool) -> None:
     from measured import measurements, settle  # bench/measured.py: the inputs and the counted functions
 
+    import app
+
+    stale = app.stale_compiled_modules()
+    if stale and engine_form() == "compiled":
+        raise SystemExit(f"compiled modules older than their sources ({', '.join(stale)}): run `make venv`")
+
     found = measurements(PODS, stages=stages)  # uninstrumented: imports, policies, inputs, warm-up
     ctypes.CDLL(str(marks)).podgraft_start_instrumentation()
     collections: dict[str, list[int]] = {}

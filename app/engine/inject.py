@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from app.engine.config import EngineConfig
-from app.engine.inputs import rendering_view, without_status
+from app.engine.inputs import recorded_view, without_status
 from app.engine.mutate import PolicyResult, mutate_ephemeral, mutate_pod
 from app.engine.patch import create_patch, without_managed_fields
 from app.engine.podsecurity import enforced_level, injection_warnings
@@ -28,7 +28,7 @@ from app.engine.podview import as_mapping
 from app.engine.policyset import CompiledPolicy, PolicySet
 from app.engine.render import RenderError
 from app.engine.select import PolicyDecision, Selection, select_policies
-from app.engine.status import read_status
+from app.engine.status import read
 
 
 class InjectionResult:
@@ -141,19 +141,20 @@ def inject_pod(
     original, selection = _select(pod, namespace, namespace_labels, policies, config, explain=explain)
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
-    shown = rendering_view(original, config.status_annotation)
+    annotations = as_mapping(as_mapping(original.get("metadata")).get("annotations"))
+    claims, inputs = read(annotations, config.status_annotation)  # the status, parsed once
+    shown = recorded_view(original, inputs, config.status_annotation)
     rendered, warnings, denial, failed = _render_all(shown, namespace, selection.policies)
     decisions = _replace_decisions(selection, failed)
     denial = selection.denial or denial
     all_warnings = [*selection.warnings, *warnings]
-    annotations = as_mapping(as_mapping(original.get("metadata")).get("annotations"))
     if denial is not None or not (rendered or config.status_annotation in annotations):
         return InjectionResult(warnings=tuple(all_warnings), denial=denial, decisions=decisions)
     mutated, outcome = mutate_pod(
         original,
         rendered,
         config=config,
-        claims=read_status(annotations, config.status_annotation),
+        claims=claims,
         shown=shown,
     )
     decisions = _replace_decisions(

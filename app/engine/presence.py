@@ -24,13 +24,13 @@ applies the plans of the policies selected for a pod, all of a plan or, on a con
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeGuard
 
 from app.engine.canonical import same_container, same_env, same_mount, same_volume
 from app.engine.config import EngineConfig
-from app.engine.podview import as_list, as_mapping, names, string_map
+from app.engine.podview import as_dict, as_list, names, string_map
 from app.engine.policyset import CompiledPolicy
 from app.engine.render import RenderError
 from app.engine.sidecars import SidecarChoice, sidecar_choice
@@ -102,15 +102,17 @@ class Plan:
         return not self.edits and not self.conflicts
 
 
-def _by_key(items: object, key: str) -> dict[Any, dict[str, Any]]:
-    """The maps of a list by one field (the last of each value, as for env vars). Hot path: a
-    plain comprehension; a hostile unhashable value falls back to string values only."""
-    if type(items) is not list:
-        return {}
-    try:
-        return {item.get(key): item for item in items if type(item) is dict}
-    except TypeError:
-        return {v: item for item in items if type(item) is dict and type(v := item.get(key)) is str}
+def _last_by(items: object, key: str, wanted: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The last map of a list for each `wanted` value of its `key` (as for env vars, where the
+    last of a name wins): one pass, keeping only the wanted ones."""
+    found: dict[str, dict[str, Any]] = {}
+    if type(items) is list:
+        for item in items:
+            if type(item) is dict:
+                value = item.get(key)
+                if type(value) is str and value in wanted:
+                    found[value] = item
+    return found
 
 
 def _find(items: object, key: str, value: str) -> dict[str, Any] | None:
@@ -199,8 +201,8 @@ class _Planner:
         earlier: Sequence[Mapping[str, Any]],
         helpers: Helpers,
     ) -> None:
-        self.spec = as_mapping(pod.get("spec"))
-        self.meta = as_mapping(pod.get("metadata"))
+        self.spec = as_dict(pod.get("spec"))
+        self.meta = as_dict(pod.get("metadata"))
         self.rendered = rendered
         self.config = config
         self.claimed = claimed
@@ -411,9 +413,10 @@ class _Planner:
 
     def env(self, targets: list[tuple[int, dict[str, Any]]]) -> None:
         env = self.rendered.get("env", [])
+        wanted = {var["name"] for var in env}
         for index, container in targets if env else ():
             name = str(container.get("name"))
-            by_name = _by_key(container.get("env"), "name")
+            by_name = _last_by(container.get("env"), "name", wanted)
             for var in env:
                 key = var["name"]
                 if not self.reconcile(

@@ -467,12 +467,14 @@ def _compile(
         return value
     if isinstance(value, dict):
         items = {key: _compile(item, f"{path}.{key}", parameters, problems) for key, item in value.items()}
-        return Dynamic(items) if any(_is_dynamic(item) for item in items.values()) else items
+        templated = tuple(key for key, item in items.items() if _is_dynamic(item))
+        return Dynamic(items, templated) if templated else items
     if isinstance(value, list):
         elements = [
             _compile(item, f"{path}[{index}]", parameters, problems) for index, item in enumerate(value)
         ]
-        return DynamicList(elements) if any(_is_dynamic(item) for item in elements) else elements
+        indexes = tuple(index for index, item in enumerate(elements) if _is_dynamic(item))
+        return DynamicList(elements, indexes) if indexes else elements
     return value
 
 
@@ -487,10 +489,17 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
     """Render a compiled tree: templates become strings; template-free subtrees are returned as
     they are (shared between requests: the engine never mutates what a policy provides)."""
     kind = type(value)
-    if kind is Dynamic or kind is MappingProxyType:
-        return {key: render_tree(item, context) for key, item in value.items()}
-    if kind is DynamicList:
-        return [render_tree(item, context) for item in value]
+    if kind is Dynamic or kind is DynamicList:  # a copy, with the items that hold a template rendered
+        rendered = dict(value) if kind is Dynamic else list(value)
+        for key in value.templated:
+            rendered[key] = render_tree(value[key], context)
+        return rendered
+    if kind is MappingProxyType:  # a policy's spec as it is shown (CompiledPolicy renders its tree)
+        shown = dict(value)
+        for key, item in value.items():
+            if _is_dynamic(item):
+                shown[key] = render_tree(item, context)
+        return shown
     if kind is Template:
         text = value.substitute(context) if value.substitute is not None else None
         if text is not None:

@@ -12,8 +12,17 @@ from typing import Any
 
 
 class Dynamic(dict[str, Any]):
-    """A compiled mapping with a template somewhere below it."""
+    """A compiled mapping with a template somewhere below it; `templated`: the keys of those items
+    (rendering copies the map and renders only them)."""
+
+    def __init__(self, items: dict[str, Any], templated: tuple[str, ...]) -> None:
+        super().__init__(items)
+        self.templated = templated
 
 
 class DynamicList(list[Any]):
-    """A compiled list with a template somewhere below it."""
+    """A compiled list with a template somewhere below it; `templated`: the indexes of those items."""
+
+    def __init__(self, items: list[Any], templated: tuple[int, ...]) -> None:
+        super().__init__(items)
+        self.templated = templated
