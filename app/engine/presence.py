@@ -413,7 +413,8 @@ class _Planner:
 
     def env(self, targets: list[tuple[int, dict[str, Any]]]) -> None:
         env = self.rendered.get("env", [])
-        wanted = {var["name"] for var in env}
+        keys = [var["name"] for var in env]
+        wanted = tuple(keys) if len(keys) <= 8 else set(keys)  # a few names: a tuple is cheaper to ask
         for index, container in targets if env else ():
             name = str(container.get("name"))
             by_name = _last_by(container.get("env"), "name", wanted)
