@@ -53,9 +53,13 @@ node: $(STAMP)
 	$(BIN)/pytest -q tests/node
 
 # Every tier: lint, types, the instruction counts, then all tests (unit, golden, property,
-# integration, chart, e2e, node).
+# integration, chart, e2e, node), then the tiers that run the engine in process again against its
+# Python sources (PODGRAFT_ENGINE=interpreted: the fallback where it is not compiled).
 test: lint typecheck bench-instructions
 	$(BIN)/pytest -q -p no:cacheprovider tests
+	PODGRAFT_ENGINE=interpreted $(BIN)/pytest -q -p no:cacheprovider $(INTERPRETED_TIERS)
+
+INTERPRETED_TIERS := tests/unit tests/golden tests/property tests/integration
 
 # Benchmarks (not part of `make test`): installs wrk (Debian) and builds the pinned vegeta.
 bench: $(STAMP)

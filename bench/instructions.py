@@ -68,9 +68,23 @@ def cpu_model() -> str:
 
 def engine_form() -> str:
     """`compiled` when the engine's modules are mypyc extensions, else `interpreted`."""
+    import app.admission.review
     import app.engine.mutate
 
-    return "compiled" if not str(app.engine.mutate.__file__).endswith(".py") else "interpreted"
+    compiled = [not str(m.__file__).endswith(".py") for m in (app.engine.mutate, app.admission.review)]
+    return "compiled" if all(compiled) else "interpreted"
+
+
+def installed_forms() -> list[str]:
+    """The forms this checkout can run: the compiled one when `make venv` built it, and the sources."""
+    built = subprocess.run(
+        [str(PYTHON), "-c", "import app.engine.mutate as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PODGRAFT_ENGINE": "compiled"},
+    ).stdout.strip()
+    return ["interpreted"] if built.endswith(".py") else ["compiled", "interpreted"]
 
 
 # --- the counted process (runs under callgrind) ----------------------------------------------------
@@ -124,9 +138,10 @@ def _marks(work: Path) -> Path:
     return library
 
 
-def measure(stages: bool = False, keep: Path | None = None) -> dict[str, Any]:
-    """Run the counted process under callgrind: instructions per pod of each measurement. `keep`: a
-    directory to copy the callgrind dumps to, one per measurement (for `callgrind_annotate`)."""
+def measure(form: str, stages: bool = False, keep: Path | None = None) -> dict[str, Any]:
+    """Run the counted process under callgrind with the engine in `form` (PODGRAFT_ENGINE):
+    instructions per pod of each measurement. `keep`: a directory to copy the callgrind dumps to, one
+    per measurement (for `callgrind_annotate`)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed: `make bench-instructions` installs it from Debian")
@@ -147,7 +162,7 @@ def measure(stages: bool = False, keep: Path | None = None) -> dict[str, Any]:
             str(_marks(work)),
         ]
         command += ["--stages"] if stages else []
-        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PODGRAFT_ENGINE": form}
         run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
         if run.returncode != 0:
             raise SystemExit(f"the counted process failed:\n{run.stderr[-4000:]}")
@@ -157,7 +172,7 @@ def measure(stages: bool = False, keep: Path | None = None) -> dict[str, Any]:
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             for name, dump in zip(meta["names"], dumps, strict=False):
-                shutil.copy(dump, keep / f"callgrind.{name.split()[0]}.out")
+                shutil.copy(dump, keep / f"callgrind.{form}.{name.split()[0]}.out")
     return {
         "python": meta["python"],
         "form": meta["form"],
@@ -216,22 +231,28 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help=f"record the figures in bench/{RECORDED.name}")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps to this directory")
+    parser.add_argument(
+        "--form", choices=["compiled", "interpreted"], help="one form (default: each installed)"
+    )
     parser.add_argument("--inner", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--marks", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner is not None:
         _inner(args.inner, args.marks, args.stages)
         return
-    result = measure(stages=args.stages, keep=args.keep)
     recorded = json.loads(RECORDED.read_text()) if RECORDED.exists() else {}
-    if args.json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
-    lines, ok = report(result, recorded)
-    sys.stdout.write("\n".join(lines) + "\n")
-    if args.record:
-        record(result, recorded)
-        sys.stdout.write(f"recorded in bench/{RECORDED.name}\n")
-    elif not ok:
+    failed = False
+    for form in [args.form] if args.form else installed_forms():
+        result = measure(form, stages=args.stages, keep=args.keep)
+        if args.json:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        lines, ok = report(result, recorded)
+        sys.stdout.write("\n".join(lines) + "\n")
+        failed = failed or not ok
+        if args.record:
+            record(result, recorded)
+            sys.stdout.write(f"recorded in bench/{RECORDED.name}\n")
+    if failed and not args.record:
         sys.exit(1)
 
 
