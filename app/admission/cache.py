@@ -11,6 +11,7 @@ import orjson
 from app.admission.decide import Verdict, decide, request_namespace
 from app.admission.review import AdmissionRequest
 from app.engine.config import EngineConfig
+from app.engine.inject import InjectionResult
 from app.engine.policyset import PolicySet
 
 MAX_KEPT_BYTES = 16 * 1024  # a pod's JSON past this is keyed by its digest
@@ -65,8 +66,26 @@ class DecisionCache:
             cached = entry[1]
             return Verdict({**cached.response, "uid": request.uid}, cached.outcome, cached.result)
         decision = decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
-        self._entries[key] = (policies, decision)
+        self._entries[key] = (policies, _kept(decision))
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return decision
+
+
+def _kept(decision: Verdict) -> Verdict:
+    """What an entry keeps: the response and what metrics and logs read, not the patch's operations
+    (the response has them, encoded), which hold parts of the pod alive: an entry of 256 would keep
+    that many pods for the garbage collector to walk, and the tail latency paid for it."""
+    result = decision.result
+    if result is None or not result.patch:
+        return decision
+    slim = InjectionResult(
+        warnings=result.warnings,
+        denial=result.denial,
+        decisions=result.decisions,
+        injected=result.injected,
+        skip_reason=result.skip_reason,
+        skip_code=result.skip_code,
+    )
+    return Verdict(decision.response, decision.outcome, slim)
