@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import copy
 import json
 import os
 import resource
@@ -32,8 +33,6 @@ import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
-
-import jsonpatch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -159,8 +158,8 @@ def build(pods: int, namespaces: int, live: Any, old: Any) -> tuple[list[dict[st
                 policies=live if kind == "current" else old,
                 config=config,
             )
-            assert result.patch, result.warnings
-            pod = jsonpatch.apply_patch(pod, result.patch)
+            assert result.mutated is not None, result.warnings
+            pod = copy.deepcopy(dict(result.mutated))
         made[kind] += 1
         owner = (namespace, deployment)
         if owner not in owners:

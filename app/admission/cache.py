@@ -75,8 +75,8 @@ class DecisionCache:
 
 def _kept(decision: Verdict) -> Verdict:
     """What an entry keeps: the response and what metrics and logs read, not the patch's operations
-    (the response has them, encoded), which hold parts of the pod alive: an entry of 256 would keep
-    that many pods for the garbage collector to walk, and the tail latency paid for it."""
+    (the response has them, encoded) nor the patched pod, which hold the pod alive: a full cache
+    would keep 256 pods for the garbage collector to walk, and the tail latency paid for it."""
     result = decision.result
     if result is None or not result.patch:
         return decision

@@ -38,6 +38,7 @@ class InjectionResult:
         "decisions",
         "denial",
         "injected",
+        "mutated",
         "patch",
         "skip_code",
         "skip_reason",
@@ -54,6 +55,7 @@ class InjectionResult:
         injected: tuple[str, ...] = (),
         skip_reason: str | None = None,
         skip_code: str | None = None,
+        mutated: Mapping[str, Any] | None = None,
     ) -> None:
         self.patch: Final[list[dict[str, Any]]] = [] if patch is None else patch
         self.warnings: Final = warnings
@@ -62,6 +64,7 @@ class InjectionResult:
         self.injected: Final = injected  # names of the policies applied by this patch
         self.skip_reason: Final = skip_reason
         self.skip_code: Final = skip_code
+        self.mutated: Final = mutated  # the pod after the patch (None when unchanged)
 
 
 def _render_all(
@@ -171,6 +174,7 @@ def inject_pod(
         warnings=tuple(all_warnings),
         decisions=decisions,
         injected=tuple(p.name for p in outcome.injected),
+        mutated=mutated if patch else None,
     )
 
 
@@ -204,4 +208,5 @@ def graft_ephemeral(
         warnings=all_warnings,
         decisions=decisions,
         injected=tuple(p.name for p in outcome.injected) if patch else (),
+        mutated=mutated if patch else None,
     )
