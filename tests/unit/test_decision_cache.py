@@ -102,7 +102,9 @@ def test_an_entry_keeps_the_answer_and_what_logs_read_but_not_the_pod() -> None:
     collector's pauses the tail of the latency."""
     cache, store = DecisionCache(8), _store()
     first = cache.decide(_request(_pod()), policies=store.current(), config=CONFIG, namespace_labels=None)
-    assert first.result is not None and first.result.patch and first.result.mutated is not None
+    assert first.result is not None
+    assert first.result.patch
+    assert first.result.mutated is not None
     second = cache.decide(_request(_pod()), policies=store.current(), config=CONFIG, namespace_labels=None)
     assert cache.hits == 1
     assert second.result is not None
