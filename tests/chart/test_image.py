@@ -127,7 +127,15 @@ def test_dockerignore_lets_exactly_the_copied_files_through() -> None:
     lines = [line for line in DOCKERIGNORE.read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*", "an allow-list: ignore everything, then name what the build needs"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == set(_build_context()) == {"requirements.lock", "pyproject.toml", "README.md", "app"}
+    expected = {
+        "requirements.lock",
+        "requirements-build.lock",
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "app",
+    }
+    assert allowed == set(_build_context()) == expected
 
 
 @pytest.mark.parametrize("value_set", ["defaults", "secret"])
@@ -235,7 +243,8 @@ def test_image_install_steps_give_a_working_server(tmp_path: Path) -> None:
         path = REPO / source
         assert path.exists(), f"the Dockerfile copies {source}, which is missing from the repository"
         if path.is_dir():
-            shutil.copytree(path, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")  # as .dockerignore
+            shutil.copytree(path, context / source, ignore=ignored)
         else:
             shutil.copy(path, context / source)
 
