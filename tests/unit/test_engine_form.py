@@ -69,3 +69,15 @@ def test_the_compiled_classes_refuse_an_assignment() -> None:
     decision = select.PolicyDecision("p", True, "requested")
     with pytest.raises(AttributeError, match="not writable"):
         decision.applied = False  # type: ignore[misc]
+
+
+def test_the_image_builds_with_the_mypy_the_tests_ran() -> None:
+    """requirements-build.lock (the Dockerfile's compiler) pins what requirements-dev.lock pins."""
+
+    def pins(name: str) -> set[str]:
+        lines = (ROOT / name).read_text().splitlines()
+        return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+    build = pins("requirements-build.lock")
+    assert any(pin.startswith("mypy==") for pin in build)
+    assert build <= pins("requirements-dev.lock")
