@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from report import Results, machine, table
-from runner import BIN, ROOT, Target, floor, podgraft, vegeta, wrk
+from runner import ROOT, Target, floor, make_certs, podgraft, vegeta, wrk
 from scenarios import (
     POD_KINDS,
     POLICY_COUNTS,
@@ -59,12 +59,7 @@ def run(quick: bool) -> Results:
     results = Results(machine=machine())
     with tempfile.TemporaryDirectory(prefix="podgraft-bench-") as tmp:
         work = Path(tmp)
-        subprocess.run(
-            [str(BIN / "podgraft"), "certs", "generate", "--out", str(work / "certs")],
-            check=True,
-            capture_output=True,
-        )
-        certs = work / "certs"
+        certs = make_certs(work / "certs")
         bodies = {kind: work / f"{kind}.json" for kind in POD_KINDS}
         for kind, path in bodies.items():
             path.write_bytes(make_review(make_pod(kind)))

@@ -139,6 +139,14 @@ def floor(certs: Path) -> contextlib.AbstractContextManager[Target]:
     )
 
 
+def make_certs(directory: Path) -> Path:
+    """A CA and a serving certificate for loopback, made by `podgraft certs generate`; the directory."""
+    subprocess.run(
+        [str(BIN / "podgraft"), "certs", "generate", "--out", str(directory)], check=True, capture_output=True
+    )
+    return directory
+
+
 # --- load generators ------------------------------------------------------------------------------
 
 

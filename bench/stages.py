@@ -8,14 +8,11 @@ path's glue: the ASGI calls, the body read, the verdict).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from measured import Bench, reviews
 
-from app import logs
 from app.admission.responses import patched, review
 from app.admission.review import parse_review
 from app.engine.inputs import rendering_view
@@ -49,7 +46,6 @@ def stage_measurements(bench: Bench, pods: int) -> list[tuple[str, Counted]]:
     ]
     patches = [create_patch(pod, copy) for pod, copy in zip(originals, mutated, strict=True)]
     decisions = [bench.decide(request) for request in requests]
-    log = logging.getLogger("podgraft.server")
 
     def select() -> object:
         return [
@@ -95,26 +91,10 @@ def stage_measurements(bench: Bench, pods: int) -> list[tuple[str, Counted]]:
             for request, ops in zip(requests, patches, strict=True)
         ]
 
-    def metrics() -> object:
-        for decision in decisions:
-            rt.metrics.by_outcome.inc(decision.outcome)
-            for name in decision.result.injected:
-                rt.metrics.by_policy.inc(name)
-            rt.metrics.latency.observe(0.001)
-        return None
-
-    def log_line() -> object:
+    def record() -> object:  # what /mutate records of each admission: its metrics and log line
         for request, decision in zip(requests, decisions, strict=True):
-            result = decision.result
-            extra: dict[str, Any] = {
-                "uid": request.uid,
-                "namespace": request.namespace,
-                "pod": request.pod_label(),
-                "operation": request.operation,
-                "outcome": decision.outcome,
-                "injected": list(result.injected),
-            }
-            logs.event(log, "admission", extra)
+            bench.handler._record(request, decision)
+            rt.metrics.latency.observe(0.001)
         return None
 
     return [
@@ -126,6 +106,5 @@ def stage_measurements(bench: Bench, pods: int) -> list[tuple[str, Counted]]:
         ("mutate (plan, apply, status)", mutate),
         ("patch", lambda: [create_patch(p, m) for p, m in zip(originals, mutated, strict=True)]),
         ("response", response),
-        ("metrics", metrics),
-        ("log line", log_line),
+        ("metrics and log line", record),
     ]

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner import BIN, ROOT, free_port, started, vegeta
+from runner import ROOT, free_port, make_certs, started, vegeta
 from scenarios import make_pod, make_review, write_policies
 
 
@@ -69,12 +69,8 @@ def main() -> None:
     ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="podgraft-tail-") as tmp:
         work = Path(tmp)
-        subprocess.run(
-            [str(BIN / "podgraft"), "certs", "generate", "--out", str(work / "certs")],
-            check=True,
-            capture_output=True,
-        )
-        certs, body, out = work / "certs", work / "realistic.json", work / "probe.json"
+        certs = make_certs(work / "certs")
+        body, out = work / "realistic.json", work / "probe.json"
         body.write_bytes(make_review(make_pod("realistic")))
         write_policies(work / "policies", 2)
         port = free_port()
