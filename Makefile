@@ -7,14 +7,16 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint typecheck unit integration e2e node chart image cluster cluster-down bench bench-audit bench-events certs clean venv
+.PHONY: run test lint typecheck unit integration e2e node chart image cluster cluster-down bench bench-audit bench-events bench-instructions certs clean venv
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.lock requirements.lock pyproject.toml
+# The engine and the admission step compiled with mypyc in place (app/engine/*.so, app/admission/*.so,
+# setup.py), rebuilt when one of their sources changes.
+$(STAMP): requirements-dev.lock requirements.lock pyproject.toml setup.py $(wildcard app/engine/*.py app/admission/*.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	PODGRAFT_COMPILE=1 $(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 certs/tls.crt: | $(STAMP)
@@ -28,8 +30,8 @@ run: $(STAMP) certs/tls.crt
 		--tls-cert certs/tls.crt --tls-key certs/tls.key
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench hack
-	$(BIN)/ruff format --check app tests bench hack
+	$(BIN)/ruff check app tests bench hack setup.py
+	$(BIN)/ruff format --check app tests bench hack setup.py
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
@@ -64,15 +66,26 @@ cluster: $(STAMP)
 cluster-down: $(STAMP)
 	$(BIN)/python -m hack.cluster down
 
-# Every tier: lint, types, then all tests (unit, golden, property, integration, chart, e2e, node).
-test: lint typecheck
+# Every tier: lint, types, the instruction counts, then all tests (unit, golden, property,
+# integration, chart, e2e, node), then the tiers that run the engine in process again against its
+# Python sources (PODGRAFT_ENGINE=interpreted: the fallback where it is not compiled).
+test: lint typecheck bench-instructions
 	$(BIN)/pytest -q -p no:cacheprovider tests
+	PODGRAFT_ENGINE=interpreted $(BIN)/pytest -q -p no:cacheprovider $(INTERPRETED_TIERS)
+
+INTERPRETED_TIERS := tests/unit tests/golden tests/property tests/integration
 
 # Benchmarks (not part of `make test`): installs wrk (Debian) and builds the pinned vegeta.
 bench: $(STAMP)
 	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	hack/vegeta/build.sh >/dev/null
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Instructions per admission (callgrind; about 10 s), part of `make test`: fails when a count rises
+# more than 5% above bench/instructions.json. Installs valgrind and gcc from Debian when missing.
+bench-instructions: $(STAMP)
+	bench/setup.sh
+	$(BIN)/python bench/instructions.py $(BENCH_ARGS)
 
 # The audit benchmark (not part of `make test`): `podgraft audit` over 10,000 pods, the running audit's memory.
 bench-audit: $(STAMP)
@@ -86,3 +99,4 @@ bench-events: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	find app -name '*.so' -delete

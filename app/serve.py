@@ -17,7 +17,7 @@ import uvicorn
 from app import logs
 from app.audit.census import Census
 from app.metrics import Metrics
-from app.server import AdmissionObserver, Runtime, asgi_entry, create_app
+from app.server import AdmissionObserver, Runtime, asgi_entry, create_app, settle_heap
 from app.settings import Settings
 from app.sources import NamespaceLookup, PolicySource
 from app.sources.directory import DirectorySource
@@ -103,6 +103,7 @@ def _run_worker(settings: Settings, sockets: list[socket.socket] | None = None, 
         },
     )
     runtime: Runtime = app.state.runtime
+    settle_heap()
     DrainingServer(
         config,
         drain_seconds=settings.drain_seconds,

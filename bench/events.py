@@ -94,7 +94,7 @@ def compare(rounds: int, seconds: int) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {"events off": [], "events on, API hung": []}
     with tempfile.TemporaryDirectory(prefix="podgraft-bench-events-") as tmp:
         work = Path(tmp)
-        certs = make_certs(work)
+        certs = make_certs(work / "certs")
         body = work / "realistic.json"
         body.write_bytes(make_review(make_pod("realistic")))
         write_policies(work / "policies", 2)

@@ -57,7 +57,7 @@ def run(quick: bool) -> Results:
     results = Results(machine=machine())
     with tempfile.TemporaryDirectory(prefix="podgraft-bench-") as tmp:
         work = Path(tmp)
-        certs = make_certs(work)
+        certs = make_certs(work / "certs")
         bodies = {kind: work / f"{kind}.json" for kind in POD_KINDS}
         for kind, path in bodies.items():
             path.write_bytes(make_review(make_pod(kind)))

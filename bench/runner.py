@@ -84,15 +84,6 @@ def vegeta_tool() -> str:
     return build.stdout.strip()
 
 
-def make_certs(work: Path) -> Path:
-    """A CA and serving certificate from `podgraft certs generate`, in `work/certs`."""
-    certs = work / "certs"
-    subprocess.run(
-        [str(BIN / "podgraft"), "certs", "generate", "--out", str(certs)], check=True, capture_output=True
-    )
-    return certs
-
-
 def wait_ready(port: int, ca: Path, path: str, timeout: float = 60) -> None:
     context = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + timeout
@@ -180,6 +171,14 @@ def floor(certs: Path) -> contextlib.AbstractContextManager[Target]:
     return started(
         "floor", command, port=port, ca=certs / "ca.crt", ready_path="", env={"PYTHONPATH": str(ROOT)}
     )
+
+
+def make_certs(directory: Path) -> Path:
+    """A CA and a serving certificate for loopback, made by `podgraft certs generate`; the directory."""
+    subprocess.run(
+        [str(BIN / "podgraft"), "certs", "generate", "--out", str(directory)], check=True, capture_output=True
+    )
+    return directory
 
 
 # --- load generators ------------------------------------------------------------------------------

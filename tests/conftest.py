@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,25 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICIES = ROOT / "examples" / "policies"
 # Kubernetes versions every produced Pod must validate against (strict: unknown fields fail).
 SCHEMA_VERSIONS = ("1.30", kv_utils.major_minor(latest_version()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The compiled engine must be the current sources' (or the tests would run older code)."""
+    import app
+
+    stale = app.stale_compiled_modules()
+    if stale and os.environ.get("PODGRAFT_ENGINE") != "interpreted":
+        raise pytest.UsageError(
+            f"compiled modules older than their sources: {', '.join(stale)}; rebuild them with "
+            "`make venv` (or run the sources: PODGRAFT_ENGINE=interpreted)"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import app.engine.mutate
+
+    compiled = not str(app.engine.mutate.__file__).endswith(".py")
+    return f"podgraft engine: {'compiled' if compiled else 'interpreted'}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -4,7 +4,7 @@ the debug rules, anything else is allowed unchanged."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Final
 
 from app.admission.responses import AdmissionResponse, allowed, denied, patched
 from app.admission.review import AdmissionRequest
@@ -13,13 +13,17 @@ from app.engine.inject import InjectionResult, graft_ephemeral, inject_pod
 from app.engine.policyset import PolicySet
 
 
-@dataclass(frozen=True, slots=True)
 class Verdict:
     """What the admission step decided, for the HTTP layer (response) and for metrics and logs."""
 
-    response: AdmissionResponse
-    outcome: str  # patched | allowed | denied | skipped | ignored
-    result: InjectionResult | None = None
+    __slots__ = ("outcome", "response", "result")
+
+    def __init__(
+        self, response: AdmissionResponse, outcome: str, result: InjectionResult | None = None
+    ) -> None:
+        self.response: Final = response
+        self.outcome: Final = outcome  # patched | allowed | denied | skipped | ignored
+        self.result: Final = result
 
 
 def decide(

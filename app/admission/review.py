@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -29,19 +28,50 @@ class BadReview(ValueError):
         self.uid = uid
 
 
-@dataclass(frozen=True, slots=True)
 class AdmissionRequest:
-    api_version: str
-    uid: str
-    kind: Mapping[str, Any]
-    resource: Mapping[str, Any]
-    sub_resource: str
-    operation: Operation
-    namespace: str
-    name: str
-    object: Mapping[str, Any] | None
-    old_object: Mapping[str, Any] | None
-    dry_run: bool
+    """The checked `request` of an AdmissionReview. (A plain class with `Final` attributes, like the
+    engine's per-request values: see `app.engine.select.PolicyDecision`.)"""
+
+    __slots__ = (
+        "api_version",
+        "dry_run",
+        "kind",
+        "name",
+        "namespace",
+        "object",
+        "old_object",
+        "operation",
+        "resource",
+        "sub_resource",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        *,
+        api_version: str,
+        uid: str,
+        kind: Mapping[str, Any],
+        resource: Mapping[str, Any],
+        sub_resource: str,
+        operation: Operation,
+        namespace: str,
+        name: str,
+        object: Mapping[str, Any] | None,
+        old_object: Mapping[str, Any] | None,
+        dry_run: bool,
+    ) -> None:
+        self.api_version: Final = api_version
+        self.uid: Final = uid
+        self.kind: Final = kind
+        self.resource: Final = resource
+        self.sub_resource: Final = sub_resource
+        self.operation: Final = operation
+        self.namespace: Final = namespace
+        self.name: Final = name
+        self.object: Final = object
+        self.old_object: Final = old_object
+        self.dry_run: Final = dry_run
 
     def is_pod(self) -> bool:
         return self.resource.get("group", "") == "" and self.resource.get("resource") == "pods"
@@ -54,17 +84,13 @@ class AdmissionRequest:
         return str(metadata.get("name") or self.name or str(metadata.get("generateName") or "") + "*")
 
 
-def _depth_ok(value: object, limit: int) -> bool:
-    """Breadth-first over containers only (scalars are most of a pod and cost nothing here)."""
-    level = [value]
-    for _ in range(limit + 1):
-        below: list[object] = []
-        for item in level:
-            children = item.values() if type(item) is dict else item if type(item) is list else ()
-            below.extend(c for c in children if type(c) is dict or type(c) is list)
-        if not below:
+def _deeper(value: object, levels: int) -> bool:
+    """Whether containers nest in `value` more than `levels` further levels down (scalars, most of a
+    pod, cost one type check each)."""
+    children = value.values() if type(value) is dict else value if type(value) is list else ()
+    for child in children:
+        if (type(child) is dict or type(child) is list) and (levels == 0 or _deeper(child, levels - 1)):
             return True
-        level = below
     return False
 
 
@@ -74,13 +100,17 @@ def _shallow_enough(request: Mapping[str, Any]) -> bool:
     Specs are not walked here (a full walk costs as much as the rest of a request): nothing in the
     engine recurses through a spec, and the JSON parser refuses nesting beyond 1024 levels.
     """
-    envelope = {k: v for k, v in request.items() if k not in ("object", "oldObject")}
-    parts: list[object] = [envelope]
-    for key in ("object", "oldObject"):
-        obj = request.get(key)
-        if isinstance(obj, dict):
-            parts.append({k: v for k, v in obj.items() if k != "spec"})
-    return all(_depth_ok(part, MAX_DEPTH) for part in parts)
+    for key, value in request.items():
+        if key not in ("object", "oldObject"):
+            parts = [value]
+        elif type(value) is dict:
+            parts = [item for name, item in value.items() if name != "spec"]
+        else:
+            continue  # refused below: not an object
+        # `part` is one level below its root (the envelope, or the object): MAX_DEPTH - 1 more below it
+        if any(_deeper(part, MAX_DEPTH - 1) for part in parts if type(part) is dict or type(part) is list):
+            return False
+    return True
 
 
 def _optional_mapping(

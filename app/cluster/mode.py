@@ -72,7 +72,6 @@ def cluster_mode(settings: Settings, metrics: Metrics) -> ClusterMode:
             metrics=metrics,
             level=settings.events,
             instance=settings.pod_name,
-            status_annotation=settings.status_annotation,
             flush_seconds=settings.events_flush_seconds,
         )
     return ClusterMode(sources, namespaces, settings, census, events)

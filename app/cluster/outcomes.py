@@ -26,7 +26,7 @@ from typing import Literal
 import orjson
 
 from app.engine.inject import InjectionResult
-from app.engine.podview import as_list, as_mapping
+from app.engine.podview import as_list
 from app.engine.status import read_status
 
 EventType = Literal["Normal", "Warning"]
@@ -82,17 +82,15 @@ def worth_telling(result: InjectionResult, level: Level) -> bool:
     return bool(result.warnings or result.denial or (level == "all" and result.injected))
 
 
-def notes(result: InjectionResult, *, level: Level, status_annotation: str) -> list[Note]:
+def notes(result: InjectionResult, *, level: Level) -> list[Note]:
     """The notes for what admission made of one pod, at `level`."""
     if level == "off":
         return []
     told = [Note("Warning", warning_reason(w), w) for w in result.warnings]
     if result.denial is not None:
         told.append(Note("Warning", DENIED, result.denial))
-    elif level == "all" and result.injected and result.mutated is not None:
-        annotations = as_mapping(as_mapping(result.mutated.get("metadata")).get("annotations"))
-        status = annotations.get(status_annotation)
-        text = injected_text(result.injected, status if isinstance(status, str) else "")
+    elif level == "all" and result.injected and result.status is not None:
+        text = injected_text(result.injected, result.status)
         told.insert(0, Note("Normal", INJECTED, text))
     return told
 

@@ -257,7 +257,6 @@ class WorkloadEvents:
         metrics: Metrics,
         level: Level,
         instance: str,
-        status_annotation: str,
         flush_seconds: float = 5.0,
         queue_size: int = QUEUE_SIZE,
         max_pending: int = MAX_PENDING,
@@ -266,7 +265,6 @@ class WorkloadEvents:
     ) -> None:
         self.metrics = metrics
         self.level: Level = level
-        self.status_annotation = status_annotation
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
         self.clock = clock
@@ -321,7 +319,7 @@ class WorkloadEvents:
             owner, told = memo[2], memo[3]  # a replica answered from the decision cache: the same pod
         else:
             owner = controller_reference(as_mapping(pod.get("metadata")), namespace)
-            told = notes(result, level=self.level, status_annotation=self.status_annotation)
+            told = notes(result, level=self.level)
             self._last = (result, namespace, owner, told)
         if owner is None:  # a bare pod: whoever created it got the warnings
             return

@@ -17,11 +17,10 @@ Algorithm of `inject_pod`:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from app.engine.config import EngineConfig
-from app.engine.inputs import rendering_view, without_status
+from app.engine.inputs import recorded_view, without_status
 from app.engine.mutate import PolicyResult, mutate_ephemeral, mutate_pod
 from app.engine.patch import create_patch, without_managed_fields
 from app.engine.podsecurity import enforced_level, injection_warnings
@@ -29,19 +28,46 @@ from app.engine.podview import as_mapping
 from app.engine.policyset import CompiledPolicy, PolicySet
 from app.engine.render import RenderError
 from app.engine.select import PolicyDecision, Selection, select_policies
-from app.engine.status import read_status
+from app.engine.status import read
 
 
-@dataclass(frozen=True, slots=True)
 class InjectionResult:
-    patch: list[dict[str, Any]] = field(default_factory=list)
-    warnings: tuple[str, ...] = ()
-    denial: str | None = None
-    decisions: tuple[PolicyDecision, ...] = ()
-    injected: tuple[str, ...] = ()  # names of the policies applied by this patch
-    skip_reason: str | None = None
-    skip_code: str | None = None
-    mutated: Mapping[str, Any] | None = None  # the pod after the patch (None when unchanged)
+    """What the engine decided for one pod (a plain class with `Final` attributes: see `PolicyDecision`)."""
+
+    __slots__ = (
+        "decisions",
+        "denial",
+        "injected",
+        "mutated",
+        "patch",
+        "skip_code",
+        "skip_reason",
+        "status",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        *,
+        patch: list[dict[str, Any]] | None = None,
+        warnings: tuple[str, ...] = (),
+        denial: str | None = None,
+        decisions: tuple[PolicyDecision, ...] = (),
+        injected: tuple[str, ...] = (),
+        skip_reason: str | None = None,
+        skip_code: str | None = None,
+        mutated: Mapping[str, Any] | None = None,
+        status: str | None = None,
+    ) -> None:
+        self.patch: Final[list[dict[str, Any]]] = [] if patch is None else patch
+        self.warnings: Final = warnings
+        self.denial: Final = denial
+        self.decisions: Final = decisions
+        self.injected: Final = injected  # names of the policies applied by this patch
+        self.skip_reason: Final = skip_reason
+        self.skip_code: Final = skip_code
+        self.mutated: Final = mutated  # the pod after the patch (None when unchanged)
+        self.status: Final = status  # the status annotation the patched pod carries (for Events)
 
 
 def _render_all(
@@ -118,19 +144,20 @@ def inject_pod(
     original, selection = _select(pod, namespace, namespace_labels, policies, config, explain=explain)
     if selection.skip_reason is not None:
         return InjectionResult(skip_reason=selection.skip_reason, skip_code=selection.skip_code)
-    shown = rendering_view(original, config.status_annotation)
+    annotations = as_mapping(as_mapping(original.get("metadata")).get("annotations"))
+    claims, inputs = read(annotations, config.status_annotation)  # the status, parsed once
+    shown = recorded_view(original, inputs, config.status_annotation)
     rendered, warnings, denial, failed = _render_all(shown, namespace, selection.policies)
     decisions = _replace_decisions(selection, failed)
     denial = selection.denial or denial
     all_warnings = [*selection.warnings, *warnings]
-    annotations = as_mapping(as_mapping(original.get("metadata")).get("annotations"))
     if denial is not None or not (rendered or config.status_annotation in annotations):
         return InjectionResult(warnings=tuple(all_warnings), denial=denial, decisions=decisions)
     mutated, outcome = mutate_pod(
         original,
         rendered,
         config=config,
-        claims=read_status(annotations, config.status_annotation),
+        claims=claims,
         shown=shown,
     )
     decisions = _replace_decisions(
@@ -145,12 +172,14 @@ def inject_pod(
     if outcome.denial is not None:
         return InjectionResult(warnings=tuple(all_warnings), denial=outcome.denial, decisions=decisions)
     patch = create_patch(original, mutated)
+    status = mutated["metadata"].get("annotations", {}).get(config.status_annotation) if patch else None
     return InjectionResult(
         patch=patch,
         warnings=tuple(all_warnings),
         decisions=decisions,
         injected=tuple(p.name for p in outcome.injected),
         mutated=mutated if patch else None,
+        status=status if isinstance(status, str) else None,
     )
 
 

@@ -61,9 +61,13 @@ class Reads:
     all_annotations: bool = False
 
     def __bool__(self) -> bool:
-        return self != NOTHING
+        return self is not NOTHING and self != NOTHING
 
     def __or__(self, other: Reads) -> Reads:
+        if other is NOTHING or other is self:  # the common case, at every admission: nothing to build
+            return self
+        if self is NOTHING:
+            return other
         return Reads(
             name=self.name or other.name,
             generate_name=self.generate_name or other.generate_name,
@@ -310,7 +314,14 @@ def admission_view(pod: Mapping[str, Any], inputs: Mapping[str, Any] | None, *, 
 def rendering_view(pod: Mapping[str, Any], status_key: str) -> Mapping[str, Any]:
     """What the webhook renders policies for: the pod as first admitted when its status recorded
     inputs (see the module doc), else the pod itself; never showing the status annotation."""
-    inputs = read_inputs(as_mapping(as_mapping(pod.get("metadata")).get("annotations")), status_key)
+    annotations = as_mapping(as_mapping(pod.get("metadata")).get("annotations"))
+    return recorded_view(pod, read_inputs(annotations, status_key), status_key)
+
+
+def recorded_view(
+    pod: Mapping[str, Any], inputs: Mapping[str, Any] | None, status_key: str
+) -> Mapping[str, Any]:
+    """`rendering_view` for the `inputs` the pod's status recorded (read by the caller)."""
     if inputs is None:
         return without_status(pod, status_key)
     return admission_view(pod, inputs, status_key=status_key).pod

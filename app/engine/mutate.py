@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal
 
 from app.engine.config import EngineConfig
 from app.engine.inputs import NOTHING, admission_inputs
@@ -45,13 +44,16 @@ Pod = dict[str, Any]
 State = Literal["injected", "updated", "current", "conflict", "nothing"]
 
 
-class PolicyResult(NamedTuple):
+class PolicyResult:
     """What became of one policy, and the plan that decided it."""
 
-    policy: CompiledPolicy
-    state: State
-    plan: Plan
-    claimed: str | None = None  # the hash the pod's status annotation gave for this policy
+    __slots__ = ("claimed", "plan", "policy", "state")
+
+    def __init__(self, policy: CompiledPolicy, state: State, plan: Plan, claimed: str | None = None) -> None:
+        self.policy: Final = policy
+        self.state: Final = state
+        self.plan: Final = plan
+        self.claimed: Final = claimed  # the hash the pod's status annotation gave for this policy
 
     def detail(self) -> str:
         """How the policy was applied, for its decision (`inject --explain`, logs)."""
@@ -75,14 +77,16 @@ class PolicyResult(NamedTuple):
         return f"{edit.key} ({edit.where} sidecar; {self.plan.sidecars.reason})"
 
 
-@dataclass(slots=True)
 class Outcome:
     """What mutating one pod produced besides the pod itself."""
 
-    warnings: list[str] = field(default_factory=list)
-    denial: str | None = None
-    injected: list[CompiledPolicy] = field(default_factory=list)  # applied by this mutation
-    results: list[PolicyResult] = field(default_factory=list)
+    __slots__ = ("denial", "injected", "results", "warnings")
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.denial: str | None = None
+        self.injected: list[CompiledPolicy] = []  # applied by this mutation
+        self.results: list[PolicyResult] = []
 
     def added(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(policy, kind, item) for each container and volume added or replaced (for Pod Security)."""

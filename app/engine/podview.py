@@ -17,6 +17,13 @@ def as_mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, (dict, Mapping)) else {}
 
 
+def as_dict(value: object) -> dict[str, Any]:
+    """`as_mapping` as a dict (another mapping is copied): what the compiled engine reads fastest."""
+    if type(value) is dict:
+        return value
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
 def as_list(value: object) -> list[Any]:
     """`value` if it is a list, else an empty one."""
     return value if isinstance(value, list) else []

@@ -29,6 +29,7 @@ class CompiledPolicy:
     source: str  # where it came from: "file.yaml" or "configmap ns/name key"
     model: InjectionPolicy
     spec: Mapping[str, Any]
+    tree: Any  # what `spec` shows read-only: the compiled spec that rendering walks
     content_hash: str
     templated: bool
     creates: bool  # injects something when a pod is created (not only `ephemeral` rules)
@@ -45,7 +46,7 @@ class CompiledPolicy:
         context = pod_context(
             pod=pod, namespace=namespace, parameters=self.model.spec.parameters, policy_name=self.name
         )
-        return check_rendered(render_tree(self.spec, context))
+        return check_rendered(render_tree(self.tree, context))
 
 
 def check_rendered(spec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -101,6 +102,7 @@ def compile_policy(policy: InjectionPolicy, *, source: str) -> CompiledPolicy:
         source=source,
         model=policy,
         spec=MappingProxyType(compiled),
+        tree=compiled,
         content_hash=content_hash(policy),
         templated=has_templates(compiled),
         creates=any(raw.get(key) for key in INJECTED_AT_CREATION),

@@ -24,13 +24,13 @@ applies the plans of the policies selected for a pod, all of a plan or, on a con
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeGuard
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeGuard
 
 from app.engine.canonical import same_container, same_env, same_mount, same_volume
 from app.engine.config import EngineConfig
-from app.engine.podview import as_list, as_mapping, names, string_map
+from app.engine.podview import as_dict, as_list, names, string_map
 from app.engine.policyset import CompiledPolicy
 from app.engine.render import RenderError
 from app.engine.sidecars import SidecarChoice, sidecar_choice
@@ -40,31 +40,61 @@ Helpers = Mapping[str, Sequence[Mapping[str, Any]]]
 RUN_TO_COMPLETION = ("Never", "OnFailure")
 
 
-class Edit(NamedTuple):
+class Edit:
     """One change to the pod: add `item`, or replace the pod's item with the same key by it.
-    (A named tuple: plans are built on the hot path, and tuples are the cheapest to make.)"""
+    (Built on the hot path: a plain class with `Final` attributes, see `select.PolicyDecision`.)"""
 
-    kind: ItemKind
-    key: str  # name (container, volume, env, pull secret), mount path, or label/annotation key
-    item: Any
-    where: str = ""  # containers: native | classic (sidecars) | first | last (init) | containers
-    slot: int = -1  # env and mounts: the app container's index in spec.containers
-    container: str = ""  # env and mounts: the app container's name
-    replaces: bool = False
+    __slots__ = ("container", "item", "key", "kind", "replaces", "slot", "where")
+
+    def __init__(
+        self,
+        kind: ItemKind,
+        key: str,
+        item: Any,
+        where: str = "",
+        *,
+        slot: int = -1,
+        container: str = "",
+        replaces: bool = False,
+    ) -> None:
+        self.kind: Final = kind
+        self.key: Final = key  # name (container, volume, env, pull secret), mount path, label/annotation key
+        self.item: Final = item
+        self.where: Final = where  # containers: native | classic (sidecars) | first | last (init), containers
+        self.slot: Final = slot  # env and mounts: the app container's index in spec.containers
+        self.container: Final = container  # env and mounts: the app container's name
+        self.replaces: Final = replaces
+
+    def replacing(self) -> Edit:
+        """This edit, replacing the pod's item with the same key."""
+        return Edit(
+            self.kind,
+            self.key,
+            self.item,
+            self.where,
+            slot=self.slot,
+            container=self.container,
+            replaces=True,
+        )
 
     def describe(self) -> str:
         where = f" in container {self.container!r}" if self.container else ""
         return f"{self.kind} {self.key!r}{where}" + (" (differs)" if self.replaces else "")
 
+    def __repr__(self) -> str:
+        return f"Edit({self.kind!r}, {self.key!r}, replaces={self.replaces!r})"
 
-@dataclass(slots=True)
+
 class Plan:
     """What applying one rendered policy to a pod takes."""
 
-    sidecars: SidecarChoice
-    edits: list[Edit] = field(default_factory=list)
-    conflicts: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # worth a warning, but not in the way
+    __slots__ = ("conflicts", "edits", "notes", "sidecars")
+
+    def __init__(self, sidecars: SidecarChoice) -> None:
+        self.sidecars: Final = sidecars
+        self.edits: Final[list[Edit]] = []
+        self.conflicts: Final[list[str]] = []
+        self.notes: Final[list[str]] = []  # worth a warning, but not in the way
 
     @property
     def current(self) -> bool:
@@ -72,15 +102,17 @@ class Plan:
         return not self.edits and not self.conflicts
 
 
-def _by_key(items: object, key: str) -> dict[Any, dict[str, Any]]:
-    """The maps of a list by one field (the last of each value, as for env vars). Hot path: a
-    plain comprehension; a hostile unhashable value falls back to string values only."""
-    if type(items) is not list:
-        return {}
-    try:
-        return {item.get(key): item for item in items if type(item) is dict}
-    except TypeError:
-        return {v: item for item in items if type(item) is dict and type(v := item.get(key)) is str}
+def _last_by(items: object, key: str, wanted: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The last map of a list for each `wanted` value of its `key` (as for env vars, where the
+    last of a name wins): one pass, keeping only the wanted ones."""
+    found: dict[str, dict[str, Any]] = {}
+    if type(items) is list:
+        for item in items:
+            if type(item) is dict:
+                value = item.get(key)
+                if type(value) is str and value in wanted:
+                    found[value] = item
+    return found
 
 
 def _find(items: object, key: str, value: str) -> dict[str, Any] | None:
@@ -169,8 +201,8 @@ class _Planner:
         earlier: Sequence[Mapping[str, Any]],
         helpers: Helpers,
     ) -> None:
-        self.spec = as_mapping(pod.get("spec"))
-        self.meta = as_mapping(pod.get("metadata"))
+        self.spec = as_dict(pod.get("spec"))
+        self.meta = as_dict(pod.get("metadata"))
         self.rendered = rendered
         self.config = config
         self.claimed = claimed
@@ -200,7 +232,7 @@ class _Planner:
         elif not same(current, edit.item):
             if not self.claimed or _rendered_by(self.earlier, edit.kind, edit.key):
                 return False
-            self.plan.edits.append(edit._replace(replaces=True))
+            self.plan.edits.append(edit.replacing())
         return True
 
     # --- volumes ------------------------------------------------------------------------------
@@ -375,18 +407,22 @@ class _Planner:
             present = container.get("volumeMounts")
             for mount in mounts:
                 path = mount["mountPath"]
-                edit = Edit("mount", path, mount, "", index, name)
+                edit = Edit("mount", path, mount, slot=index, container=name)
                 if not self.reconcile(edit, _find(present, "mountPath", path), same_mount):
                     self.conflict(f"container {name!r} already mounts something else at {path!r}")
 
     def env(self, targets: list[tuple[int, dict[str, Any]]]) -> None:
         env = self.rendered.get("env", [])
+        keys = [var["name"] for var in env]
+        wanted = tuple(keys) if len(keys) <= 8 else set(keys)  # a few names: a tuple is cheaper to ask
         for index, container in targets if env else ():
             name = str(container.get("name"))
-            by_name = _by_key(container.get("env"), "name")
+            by_name = _last_by(container.get("env"), "name", wanted)
             for var in env:
                 key = var["name"]
-                if not self.reconcile(Edit("env", key, var, "", index, name), by_name.get(key), same_env):
+                if not self.reconcile(
+                    Edit("env", key, var, slot=index, container=name), by_name.get(key), same_env
+                ):
                     self.conflict(f"container {name!r} already sets env {key!r} differently")
 
     # --- metadata and pull secrets ------------------------------------------------------------

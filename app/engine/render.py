@@ -27,7 +27,7 @@ import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 import jinja2
 from jinja2 import nodes
@@ -35,6 +35,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.engine.podview import as_mapping, string_map, text
+from app.engine.substitution import Substitution, substitution
+from app.engine.trees import Dynamic, DynamicList
 
 MAX_OUTPUT_CHARS = 64 * 1024
 MAX_REPEAT = 64 * 1024
@@ -292,7 +294,7 @@ def _constant(node: nodes.Node, params: Mapping[str, Any]) -> Any:
     if op is None:
         raise _NotConstant
     left, right = _constant(node.left, params), _constant(node.right, params)  # type: ignore[attr-defined]
-    if op in _Environment.intercepted_binops:
+    if op in _ENV.intercepted_binops:
         return _ENV.call_binop(None, op, left, right)  # type: ignore[arg-type]
     return _OPERATORS[op](left, right)
 
@@ -420,23 +422,16 @@ def _is_template(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """One compiled template string and its source (for messages)."""
+    """One compiled template string and its source (for messages); `substitute`, for a template that
+    only substitutes values, renders it without Jinja2 (None when only Jinja2 can tell)."""
 
     source: str
     render: Callable[..., str]
-
-
-class _Dynamic(dict[str, Any]):
-    """A compiled mapping with a template somewhere below it. Template-free subtrees stay plain
-    dicts and lists, which rendering returns as they are (shared, never copied or mutated)."""
-
-
-class _DynamicList(list[Any]):
-    """A compiled list with a template somewhere below it."""
+    substitute: Substitution | None = None
 
 
 def _is_dynamic(value: Any) -> bool:
-    return type(value) is Template or type(value) is _Dynamic or type(value) is _DynamicList
+    return type(value) is Template or type(value) is Dynamic or type(value) is DynamicList
 
 
 def compile_tree(value: Any, path: str = "spec", *, parameters: Collection[str] | None = None) -> Any:
@@ -461,21 +456,25 @@ def _compile(
         if not _is_template(value):
             return value
         try:
-            found = template_problems(_ENV.parse(value), parameters)
+            tree = _ENV.parse(value)
+            found = template_problems(tree, parameters)
             if not found:
-                return Template(source=value, render=_ENV.from_string(value).render)
+                fast = substitution(tree, frozenset(CONTEXT_NAMES))
+                return Template(source=value, render=_ENV.from_string(value).render, substitute=fast)
         except jinja2.TemplateSyntaxError as exc:
             found = [f"template syntax error: {exc.message}"]
         problems.extend((path, problem) for problem in found)
         return value
     if isinstance(value, dict):
         items = {key: _compile(item, f"{path}.{key}", parameters, problems) for key, item in value.items()}
-        return _Dynamic(items) if any(_is_dynamic(item) for item in items.values()) else items
+        templated = tuple(key for key, item in items.items() if _is_dynamic(item))
+        return Dynamic(items, templated) if templated else items
     if isinstance(value, list):
         elements = [
             _compile(item, f"{path}[{index}]", parameters, problems) for index, item in enumerate(value)
         ]
-        return _DynamicList(elements) if any(_is_dynamic(item) for item in elements) else elements
+        indexes = tuple(index for index, item in enumerate(elements) if _is_dynamic(item))
+        return DynamicList(elements, indexes) if indexes else elements
     return value
 
 
@@ -490,11 +489,21 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
     """Render a compiled tree: templates become strings; template-free subtrees are returned as
     they are (shared between requests: the engine never mutates what a policy provides)."""
     kind = type(value)
-    if kind is _Dynamic or kind is MappingProxyType:
-        return {key: render_tree(item, context) for key, item in value.items()}
-    if kind is _DynamicList:
-        return [render_tree(item, context) for item in value]
+    if kind is Dynamic or kind is DynamicList:  # a copy, with the items that hold a template rendered
+        rendered = dict(value) if kind is Dynamic else list(value)
+        for key in value.templated:
+            rendered[key] = render_tree(value[key], context)
+        return rendered
+    if kind is MappingProxyType:  # a policy's spec as it is shown (CompiledPolicy renders its tree)
+        shown = dict(value)
+        for key, item in value.items():
+            if _is_dynamic(item):
+                shown[key] = render_tree(item, context)
+        return shown
     if kind is Template:
+        text = value.substitute(context) if value.substitute is not None else None
+        if text is not None:
+            return text if len(text) <= MAX_OUTPUT_CHARS else _too_long(value)
         try:
             text = value.render(**context)
         except jinja2.UndefinedError as exc:
@@ -503,10 +512,12 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
             raise RenderError(f"template {value.source!r}: refused by the sandbox: {exc}") from None
         except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as exc:
             raise RenderError(f"template {value.source!r}: {type(exc).__name__}: {exc}") from None
-        if len(text) > MAX_OUTPUT_CHARS:
-            raise RenderError(f"template {value.source!r}: output longer than {MAX_OUTPUT_CHARS} characters")
-        return text
+        return text if len(text) <= MAX_OUTPUT_CHARS else _too_long(value)
     return value
+
+
+def _too_long(template: Template) -> NoReturn:
+    raise RenderError(f"template {template.source!r}: output longer than {MAX_OUTPUT_CHARS} characters")
 
 
 def pod_context(

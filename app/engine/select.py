@@ -22,8 +22,7 @@ policies whose `match` rules fit it (by name):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from app.engine.config import EngineConfig
 from app.engine.podview import as_mapping, string_map
@@ -37,23 +36,45 @@ ENABLE_VALUES = frozenset(["", "true", "yes", "on", "enabled"])
 MAX_REQUESTED = 32
 
 
-@dataclass(frozen=True, slots=True)
 class PolicyDecision:
-    """What happened to one policy, and why (for warnings, metrics and `inject --explain`)."""
+    """What happened to one policy, and why (for warnings, metrics and `inject --explain`).
 
-    policy: str
-    applied: bool
-    reason: str
+    (This and the engine's other per-request values are plain classes with `Final` attributes, not
+    frozen dataclasses: mypy refuses an assignment, the compiled form refuses it at run time too, and
+    building one costs a tenth of a frozen dataclass, whose generated `__init__` is interpreted.)"""
+
+    __slots__ = ("applied", "policy", "reason")
+
+    def __init__(self, policy: str, applied: bool, reason: str) -> None:
+        self.policy: Final = policy
+        self.applied: Final = applied
+        self.reason: Final = reason
+
+    def __repr__(self) -> str:
+        return f"PolicyDecision({self.policy!r}, {self.applied!r}, {self.reason!r})"
 
 
-@dataclass(frozen=True, slots=True)
 class Selection:
-    policies: tuple[CompiledPolicy, ...] = ()
-    decisions: tuple[PolicyDecision, ...] = ()
-    warnings: tuple[str, ...] = ()
-    skip_reason: str | None = None  # the whole pod is left alone, and why
-    skip_code: str | None = None  # short metric label for skip_reason
-    denial: str | None = None  # a required policy cannot be honoured
+    """The policies chosen for a pod, in order, or why the whole pod is left alone."""
+
+    __slots__ = ("decisions", "denial", "policies", "skip_code", "skip_reason", "warnings")
+
+    def __init__(
+        self,
+        *,
+        policies: tuple[CompiledPolicy, ...] = (),
+        decisions: tuple[PolicyDecision, ...] = (),
+        warnings: tuple[str, ...] = (),
+        skip_reason: str | None = None,
+        skip_code: str | None = None,
+        denial: str | None = None,
+    ) -> None:
+        self.policies: Final = policies
+        self.decisions: Final = decisions
+        self.warnings: Final = warnings
+        self.skip_reason: Final = skip_reason  # the whole pod is left alone, and why
+        self.skip_code: Final = skip_code  # short metric label for skip_reason
+        self.denial: Final = denial  # a required policy cannot be honoured
 
 
 def requested_names(value: str) -> tuple[list[str], list[str]]:

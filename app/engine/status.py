@@ -24,36 +24,39 @@ MAX_ENTRIES = 256
 def read_status(annotations: Mapping[str, Any], key: str) -> dict[str, str]:
     """Policies the annotation names (name -> hash). Garbage reads as empty; only the first
     `MAX_ENTRIES` entries are read."""
-    raw = annotations.get(key)
-    if not isinstance(raw, str) or not raw:
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    entries = data.get("policies") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        return {}
-    return {
-        entry["name"]: entry["hash"]
-        for entry in entries[:MAX_ENTRIES]
-        if isinstance(entry, dict)
-        and isinstance(entry.get("name"), str)
-        and isinstance(entry.get("hash"), str)
-    }
+    return read(annotations, key)[0]
 
 
 def read_inputs(annotations: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     """The `inputs` the annotation recorded (a map), or None (absent, or not a Podgraft status)."""
+    return read(annotations, key)[1]
+
+
+def read(annotations: Mapping[str, Any], key: str) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """(`read_status`, `read_inputs`) of the annotation, parsed once."""
     raw = annotations.get(key)
     if not isinstance(raw, str) or not raw:
-        return None
+        return {}, None
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
-    inputs = data.get("inputs") if isinstance(data, dict) else None
-    return inputs if isinstance(inputs, dict) else None
+        return {}, None
+    if not isinstance(data, dict):
+        return {}, None
+    entries = data.get("policies")
+    claims = (
+        {
+            entry["name"]: entry["hash"]
+            for entry in entries[:MAX_ENTRIES]
+            if isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("hash"), str)
+        }
+        if isinstance(entries, list)
+        else {}
+    )
+    inputs = data.get("inputs")
+    return claims, inputs if isinstance(inputs, dict) else None
 
 
 def status_value(

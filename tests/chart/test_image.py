@@ -66,8 +66,10 @@ def test_hadolint_is_clean() -> None:
 def test_dockerfile_structure() -> None:
     instructions = _instructions(DOCKERFILE.read_text())
     assert ("ARG", "PYTHON_IMAGE=python:3.11-slim") in instructions
+    # The builder has the compiler and Python's headers mypyc needs; the same Python as the image.
+    assert ("ARG", "BUILDER_IMAGE=python:3.11") in instructions
     builder, final = _stages()
-    assert builder[0] == ("FROM", "${PYTHON_IMAGE} AS builder")
+    assert builder[0] == ("FROM", "${BUILDER_IMAGE} AS builder")
     assert final[0] == ("FROM", "${PYTHON_IMAGE}")
 
     # Builder: locked dependencies in their own layer, before the project's sources are copied.
@@ -79,7 +81,8 @@ def test_dockerfile_structure() -> None:
     app_copy = order.index("COPY app ./app")
     assert lock_copy < lock_install < app_copy
     wheel = order[app_copy + 1]
-    assert "/opt/build/bin/python -m build --wheel" in wheel
+    assert "PODGRAFT_COMPILE=1 /opt/build/bin/python -m build --wheel" in wheel
+    assert "assert m.__file__.endswith('.so')" in wheel
     assert "pip install --no-cache-dir --no-deps /tmp/dist/podgraft-*.whl" in wheel
 
     # Final stage: only the virtualenv, a numeric non-root user, exec-form podgraft serve.
@@ -129,7 +132,15 @@ def test_dockerignore_lets_exactly_the_copied_files_through() -> None:
     lines = [line for line in DOCKERIGNORE.read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*", "an allow-list: ignore everything, then name what the build needs"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == set(_build_context()) == {"requirements.lock", "pyproject.toml", "README.md", "app"}
+    expected = {
+        "requirements.lock",
+        "requirements-build.lock",
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "app",
+    }
+    assert allowed == set(_build_context()) == expected
 
 
 @pytest.mark.parametrize("value_set", ["defaults", "secret"])

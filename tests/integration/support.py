@@ -70,8 +70,13 @@ def generate_certs(out: Path) -> None:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test environment without any PODGRAFT_* variable that could leak into the server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PODGRAFT_") and k != "POD_NAMESPACE"}
+    """The test environment without any PODGRAFT_* variable that could leak into the server, except
+    the engine's form the tests run against (PODGRAFT_ENGINE, see `make test`)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (not k.startswith("PODGRAFT_") or k == "PODGRAFT_ENGINE") and k != "POD_NAMESPACE"
+    }
     env.update(extra)
     return env
 

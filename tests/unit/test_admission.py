@@ -396,3 +396,25 @@ def test_ephemeral_update_with_a_disallowed_image_is_denied() -> None:
     decision = run(_ephemeral_update("evil/miner:latest"))
     assert decision.outcome == "denied"
     assert "does not allow image 'evil/miner:latest'" in decision.response["status"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("where", "levels"),
+    [
+        pytest.param("metadata", 1, id="object-metadata"),  # the object is the root, metadata one below
+        pytest.param("userInfo", 1, id="envelope"),  # the request is the root
+        pytest.param("list", 1, id="envelope-list"),
+    ],
+)
+def test_nesting_is_allowed_up_to_exactly_max_depth_levels(where: str, levels: int) -> None:
+    def review(depth: int) -> bytes:
+        inner: Any = nested(depth - levels)  # `depth` levels of maps below the root
+        if where == "metadata":
+            return body(good(object={"metadata": inner, "spec": nested(200)}))
+        if where == "userInfo":
+            return body(good(userInfo=inner))
+        return body(good(extra=[nested(depth - levels - 1)]))
+
+    assert parse_review(review(MAX_DEPTH)).uid == "uid-1"
+    with pytest.raises(BadReview, match=f"nested deeper than {MAX_DEPTH} levels"):
+        parse_review(review(MAX_DEPTH + 1))

@@ -116,10 +116,10 @@ def test_injected_names_policies_versions_and_the_containers_added_and_only_at_l
     pod = _replica("log-shipper,wait-for-db")
     result = _inject(pod, SHIPPER, WAIT)
     assert result.injected == ("log-shipper", "wait-for-db")
-    assert notes(result, level="warnings", status_annotation=STATUS) == []
+    assert notes(result, level="warnings") == []
     assert not worth_telling(result, "warnings")
     assert worth_telling(result, "all")
-    [note] = notes(result, level="all", status_annotation=STATUS)
+    [note] = notes(result, level="all")
     assert note == Note(
         "Normal",
         INJECTED,
@@ -137,7 +137,7 @@ def test_a_skipped_policy_is_a_warning_in_the_words_of_the_admission_warning() -
     )
     result = _inject(pod, SHIPPER, WAIT)
     [warning] = result.warnings
-    told = notes(result, level="all", status_annotation=STATUS)
+    told = notes(result, level="all")
     assert told == [
         Note(
             "Normal",
@@ -146,7 +146,7 @@ def test_a_skipped_policy_is_a_warning_in_the_words_of_the_admission_warning() -
         ),
         Note("Warning", SKIPPED, warning),
     ]
-    assert notes(result, level="warnings", status_annotation=STATUS) == told[1:]
+    assert notes(result, level="warnings") == told[1:]
     assert told[1].action == "Skip"
 
 
@@ -154,7 +154,7 @@ def test_a_denied_pod_tells_the_denial_and_its_warnings_never_an_injection() -> 
     pod = _replica("proxy,log-shipper", containers=[{"name": "proxy", "image": "mine:1"}])
     result = _inject(pod, REQUIRED, SHIPPER)
     assert result.denial is not None
-    told = notes(result, level="all", status_annotation=STATUS)
+    told = notes(result, level="all")
     assert told[-1] == Note("Warning", DENIED, result.denial)
     assert told[-1].action == "Deny"
     assert all(note.reason != INJECTED for note in told)
@@ -165,4 +165,4 @@ def test_level_off_tells_nothing() -> None:
     pod = _replica("proxy", containers=[{"name": "proxy", "image": "mine:1"}])
     result = _inject(pod, REQUIRED)
     assert not worth_telling(result, "off")
-    assert notes(result, level="off", status_annotation=STATUS) == []
+    assert notes(result, level="off") == []

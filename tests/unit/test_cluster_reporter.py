@@ -96,7 +96,6 @@ def _reporter(
         metrics=Metrics(),
         level=level,
         instance="podgraft-7c9d-x2x4q",
-        status_annotation="podgraft.io/status",
         clock=clock or Clock(),
         **options,
     )
@@ -360,7 +359,6 @@ def test_admission_completes_while_the_events_api_hangs_and_the_counts_arrive_on
         metrics=metrics,
         level="warnings",
         instance="pg-0",
-        status_annotation="podgraft.io/status",
         flush_seconds=0.02,
     )
     app = create_app(Settings(), store=_store(), metrics=metrics, events=events)

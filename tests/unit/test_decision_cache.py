@@ -95,3 +95,23 @@ def test_size_zero_disables_the_cache() -> None:
     for _ in range(3):
         cache.decide(_request(_pod()), policies=store.current(), config=CONFIG, namespace_labels=None)
     assert cache.hits == 0
+
+
+def test_an_entry_keeps_the_answer_and_what_logs_read_but_not_the_pod() -> None:
+    """The patch's operations and the patched pod hold the pod alive: 256 entries of them made the
+    collector's pauses the tail of the latency."""
+    cache, store = DecisionCache(8), _store()
+    first = cache.decide(_request(_pod()), policies=store.current(), config=CONFIG, namespace_labels=None)
+    assert first.result is not None
+    assert first.result.patch
+    assert first.result.mutated is not None
+    second = cache.decide(_request(_pod()), policies=store.current(), config=CONFIG, namespace_labels=None)
+    assert cache.hits == 1
+    assert second.result is not None
+    assert (second.result.patch, second.result.mutated) == ([], None)
+    assert (second.outcome, second.result.injected, second.result.warnings) == (
+        first.outcome,
+        first.result.injected,
+        first.result.warnings,
+    )
+    assert {**second.response, "uid": ""} == {**first.response, "uid": ""}
