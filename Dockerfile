@@ -42,7 +42,7 @@ COPY app ./app
 RUN PODGRAFT_COMPILE=1 /opt/build/bin/python -m build --wheel --no-isolation --outdir /tmp/dist . \
     && /opt/podgraft/bin/pip install --no-cache-dir --no-deps /tmp/dist/podgraft-*.whl \
     && /opt/podgraft/bin/pip check \
-    && /opt/podgraft/bin/python -c "import app.engine.mutate as m; assert m.__file__.endswith('.so'), m.__file__" \
+    && /opt/podgraft/bin/python -I -c "import app.engine.mutate as m; assert m.__file__.endswith('.so'), m.__file__" \
     && /opt/podgraft/bin/podgraft --version \
     && /opt/podgraft/bin/pip uninstall --yes pip setuptools
 

@@ -81,3 +81,7 @@ def test_the_image_builds_with_the_mypy_the_tests_ran() -> None:
     build = pins("requirements-build.lock")
     assert any(pin.startswith("mypy==") for pin in build)
     assert build <= pins("requirements-dev.lock")
+    # mypyc type-checks what the compiled modules import: every stub package `make typecheck`
+    # has must be there too (without types-PyYAML the image build stopped at "Library stubs").
+    stubs = {pin for pin in pins("requirements-dev.lock") if pin.startswith("types-")}
+    assert stubs <= build
