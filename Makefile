@@ -34,8 +34,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check app tests bench hack setup.py
 	$(BIN)/lint-imports
 
+# mypy strict on the package, and on the benchmarks and the cluster tooling (scripts no test imports).
 typecheck: $(STAMP)
 	$(BIN)/mypy app
+	$(BIN)/mypy -p hack
+	$(BIN)/mypy bench
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/golden

@@ -243,7 +243,7 @@ def through_the_api(
         api = plane_client(plane.admin_kubeconfig)
         started = time.perf_counter()
         for namespace in namespace_objects(objects):
-            api.core.create_namespace({"metadata": namespace["metadata"]})
+            api.core.create_namespace({"metadata": namespace["metadata"]})  # type: ignore[arg-type]  # the client sends a dict as is
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(api.create, objects))
         created = time.perf_counter() - started
@@ -277,7 +277,7 @@ class plane_client:
         from kubernetes import client, config
 
         configuration = client.Configuration()
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
         configuration.connection_pool_maxsize = 16
         api = client.ApiClient(configuration)
         self.core = client.CoreV1Api(api)
@@ -295,9 +295,9 @@ class plane_client:
                     "spec": {"containers": [{"name": "app", "image": "x"}]},
                 },
             }
-            self.apps.create_namespaced_replica_set(namespace, {**body, "spec": spec}, _preload_content=False)
+            self.apps.create_namespaced_replica_set(namespace, {**body, "spec": spec}, _preload_content=False)  # type: ignore[arg-type]
         else:
-            self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+            self.core.create_namespaced_pod(namespace, body, _preload_content=False)  # type: ignore[arg-type]
 
 
 def census_memory(objects: list[dict[str, Any]], live: Any) -> dict[str, Any]:

@@ -78,7 +78,6 @@ def cpu_per_pod(policies: Path) -> dict[str, float]:
             metrics=Metrics(),
             level="all",
             instance="bench",
-            status_annotation="podgraft.io/status",
             queue_size=PODS,
             max_pending=PODS,
         )

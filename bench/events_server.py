@@ -50,7 +50,6 @@ def hung_events(settings: Settings, metrics: Metrics) -> tuple[Wiring, Settings]
         metrics=metrics,
         level="all",
         instance="bench",
-        status_annotation=settings.status_annotation,
         flush_seconds=settings.events_flush_seconds,
     )
     return Wiring(wiring.sources, wiring.namespaces, wiring.census, events), settings

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def reviews(count: int, offset: int = 0) -> list[bytes]:
     for n in range(offset, offset + count):
         body = template.replace(b"7d9f8c6b5", b"h%08d" % n)
         uids = iter((uuid.UUID(int=2 * n + 1), uuid.UUID(int=2 * n + 2)))
-        bodies.append(_UUID.sub(lambda _match, uids=uids: str(next(uids)).encode(), body))
+        bodies.append(_UUID.sub(lambda _match: str(next(uids)).encode(), body))  # noqa: B023 (used at once)
     return bodies
 
 
@@ -98,7 +98,7 @@ class Bench:
 
         sent: list[bytes] = []
 
-        async def send(event: dict[str, Any]) -> None:
+        async def send(event: MutableMapping[str, Any]) -> None:
             if event["type"] == "http.response.body":
                 sent.append(event["body"])
 

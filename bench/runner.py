@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import ssl
@@ -84,10 +85,23 @@ def vegeta_tool() -> str:
     return build.stdout.strip()
 
 
-def wait_ready(port: int, ca: Path, path: str, timeout: float = 60) -> None:
+def wait_ready(
+    process: subprocess.Popen[bytes],
+    command: list[str],
+    port: int,
+    ca: Path,
+    path: str,
+    *,
+    timeout: float = 60,
+) -> None:
     context = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:  # its output goes to /dev/null: say how to see it
+            raise RuntimeError(
+                f"server exited with {process.returncode} before it was ready; run it by hand to see why:"
+                f" {shlex.join(command)}"
+            )
         with contextlib.suppress(OSError):
             request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", method="GET")
             with urllib.request.urlopen(request, context=context, timeout=2):
@@ -110,7 +124,7 @@ def started(
     )
     try:
         if ready_path:
-            wait_ready(port, ca, ready_path)
+            wait_ready(process, command, port, ca, ready_path)
         else:
             time.sleep(2)
         yield Target(name=name, port=port, process=process, ca=ca)

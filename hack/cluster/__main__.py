@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.cluster.client import raw_json
+
 from .cluster import LocalCluster, process_state, stop_detached
 from .controlplane import api_client
 from .host import hold_node_lock, write_lock_note
@@ -104,29 +106,30 @@ def _first_injected_pod(cluster: LocalCluster, busybox: str) -> float:
     """Label the demo namespace, create the demo Deployment, wait for its pod injected and Ready."""
     from kubernetes import client
 
-    api = api_client(cluster.plane.admin_kubeconfig)
-    try:
+    namespace = {"metadata": {"name": DEMO_NAMESPACE, "labels": {INJECTION_LABEL: "enabled"}}}
+    with api_client(cluster.plane.admin_kubeconfig) as api:
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-        core.create_namespace({"metadata": {"name": DEMO_NAMESPACE, "labels": {INJECTION_LABEL: "enabled"}}})
+        core.create_namespace(namespace)  # type: ignore[arg-type]  # the client sends a dict as is
 
         def created() -> bool:
-            apps.create_namespaced_deployment(DEMO_NAMESPACE, demo_deployment(busybox))
+            apps.create_namespaced_deployment(DEMO_NAMESPACE, demo_deployment(busybox))  # type: ignore[arg-type]
             return True
 
         wait_for(created, timeout=60, what="the demo Deployment created (ServiceAccount default)")
 
         def ready() -> bool:
-            pods = core.list_namespaced_pod(DEMO_NAMESPACE, label_selector="app=hello").items
+            pods = raw_json(core.list_namespaced_pod, DEMO_NAMESPACE, label_selector="app=hello")["items"]
             return any(
-                (p.metadata.annotations or {}).get("podgraft.io/status")
-                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+                (p["metadata"].get("annotations") or {}).get("podgraft.io/status")
+                and any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in p.get("status", {}).get("conditions") or []
+                )
                 for p in pods
             )
 
         wait_for(ready, timeout=180, what="the demo pod injected and Ready")
         return time.monotonic()
-    finally:
-        api.close()
 
 
 def up() -> int:

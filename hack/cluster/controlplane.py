@@ -24,13 +24,14 @@ Two identities are issued (static bearer tokens):
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,11 +91,16 @@ def _write(path: Path, data: bytes | str, mode: int = 0o600) -> Path:
     return path
 
 
-def api_client(kubeconfig: Path) -> client.ApiClient:
-    """A Kubernetes API client for `kubeconfig` (close it when done)."""
+@contextlib.contextmanager
+def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
+    """A Kubernetes API client for `kubeconfig`, closed on leaving the block."""
     configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    return client.ApiClient(configuration)
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    api = client.ApiClient(configuration)
+    try:
+        yield api
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def write_kubeconfig(path: Path, *, server: str, ca_file: Path, user: str, token: str) -> Path:

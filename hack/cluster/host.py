@@ -175,7 +175,7 @@ def clean_host(root: Path = NODE_ROOT) -> None:
 def _note_alive(note: str) -> bool:
     """Whether the process a lock note names (`... (pid N)`) still runs."""
     match = re.search(r"\(pid (\d+)\)$", note)
-    return bool(match) and Path(f"/proc/{match.group(1)}").exists()
+    return match is not None and Path(f"/proc/{match.group(1)}").exists()
 
 
 def write_lock_note(lock: IO[str], holder: str, pid: int) -> None:

@@ -33,6 +33,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from app.cluster.client import raw_json
+
 from .configs import cni_config, containerd_config, kubelet_config
 from .controlplane import ControlPlane, api_client
 from .host import NODE_IP, NODE_ROOT, POD_SUBNET, make_cgroup_root
@@ -242,22 +244,24 @@ class Node:
         )
 
     def _wait_ready(self) -> None:
-        api = api_client(self.plane.admin_kubeconfig)
-        core = client.CoreV1Api(api)
         kubelet = next(p for p in self.processes if p.name == "kubelet")
 
-        def ready() -> bool:
-            node = json.loads(core.read_node(NODE_NAME, _preload_content=False).data)
+        def ready(core: client.CoreV1Api) -> bool:
+            node = raw_json(core.read_node, NODE_NAME)
             conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions") or []}
             info = node.get("status", {}).get("nodeInfo") or {}
             self.kubelet_version = str(info.get("kubeletVersion", ""))
             self.runtime_version = str(info.get("containerRuntimeVersion", ""))
             return conditions.get("Ready") == "True" and not node["spec"].get("taints")
 
-        try:
-            wait_for(ready, timeout=120, what=f"node {NODE_NAME} Ready and untainted", process=kubelet)
-        finally:
-            api.close()
+        with api_client(self.plane.admin_kubeconfig) as api:
+            core = client.CoreV1Api(api)
+            wait_for(
+                lambda: ready(core),
+                timeout=120,
+                what=f"node {NODE_NAME} Ready and untainted",
+                process=kubelet,
+            )
         # what runs is what is pinned: the kubelet of k8s.io/kubernetes, the containerd of setup.sh
         if self.kubelet_version != pinned_kubernetes():
             raise RuntimeError(f"the node runs kubelet {self.kubelet_version}, pinned: {pinned_kubernetes()}")
@@ -282,17 +286,14 @@ class Node:
 
 def _delete_all_pods(plane: ControlPlane, *, timeout: float) -> None:
     """Delete every pod with a short grace period and wait until the kubelet has removed them all."""
-    api = api_client(plane.admin_kubeconfig)
-    core = client.CoreV1Api(api)
+    with api_client(plane.admin_kubeconfig) as api:
+        core = client.CoreV1Api(api)
 
-    def remaining() -> list[dict[str, Any]]:
-        return list(json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data)["items"])
+        def remaining() -> list[dict[str, Any]]:
+            return list(raw_json(core.list_pod_for_all_namespaces)["items"])
 
-    try:
         for item in remaining():
             with contextlib.suppress(ApiException):
                 meta = item["metadata"]
                 core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=1)
         wait_for(lambda: not remaining(), timeout=timeout, what="every pod removed")
-    finally:
-        api.close()

@@ -83,10 +83,9 @@ class Load:
             return slot
 
     def _work(self) -> None:
-        api = api_client(self.kubeconfig)
-        core = client.CoreV1Api(api)
         body = bare_pod(self.image, self.policy)
-        try:
+        with api_client(self.kubeconfig) as api:
+            core = client.CoreV1Api(api)
             while (slot := self._slot()) is not None:
                 time.sleep(max(0.0, slot - time.monotonic()))
                 began = time.monotonic()
@@ -110,8 +109,6 @@ class Load:
                     core.delete_namespaced_pod(
                         created["metadata"]["name"], self.namespace, grace_period_seconds=0
                     )
-        finally:
-            api.close()
 
     def _record(self, attempt: Attempt) -> None:
         with self._lock:
