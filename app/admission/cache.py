@@ -65,12 +65,12 @@ class DecisionCache:
             self.hits += 1
             cached = entry[1]
             return Verdict({**cached.response, "uid": request.uid}, cached.outcome, cached.result)
-        decision = decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
-        self._entries[key] = (policies, _kept(decision))
+        decision = _kept(decide(request, policies=policies, config=config, namespace_labels=namespace_labels))
+        self._entries[key] = (policies, decision)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
-        return decision
+        return decision  # the same result object as the replicas' to come (Events count them by it)
 
 
 def _kept(decision: Verdict) -> Verdict:

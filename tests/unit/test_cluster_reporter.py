@@ -114,8 +114,8 @@ def _admit(events: WorkloadEvents, pods: list[dict[str, Any]], namespace: str = 
 
 
 def _drain(events: WorkloadEvents) -> None:
-    while not events.queue.empty():
-        events.absorb(events.queue.get_nowait())
+    events.drain()
+    assert not events.queue
 
 
 def _flush(events: WorkloadEvents) -> None:
@@ -268,7 +268,7 @@ def test_new_events_are_rate_limited_per_namespace_with_client_gos_numbers() -> 
 def test_a_full_queue_drops_and_counts_and_never_blocks() -> None:
     events = _reporter(FakeEventsAPI(), queue_size=3)
     _admit(events, [_replica() for _ in range(5)])  # nobody drains: the drain task is not running
-    assert events.queue.qsize() == 3
+    assert len(events.queue) == 3
     assert _sample(events, "podgraft_events_dropped_total", cause="queue_full") == 2
 
 
@@ -291,13 +291,38 @@ def test_a_dry_run_tells_nothing() -> None:
     assert verdict.result is not None
     assert verdict.result.warnings
     events.observe(request, verdict)
-    assert events.queue.empty()
+    assert not events.queue
+
+
+def test_the_queue_keeps_the_owner_references_not_the_pods() -> None:
+    """Until the drain, a queued pod would be walked by every collection (the tail of issue 19):
+    an item holds the pod's ownerReferences and the result without the patch or the patched pod."""
+    events = _reporter(FakeEventsAPI(), level="all")
+    pod = _replica(conflict=False)
+    request = _request(pod)
+    verdict = DecisionCache().decide(
+        request, policies=_store().current(), config=EngineConfig(), namespace_labels=None
+    )
+    events.observe(request, verdict)
+    [(namespace, owners, result)] = events.queue
+    assert request.object is not None
+    assert (namespace, owners) == (NS, pod["metadata"]["ownerReferences"])
+    assert owners is request.object["metadata"]["ownerReferences"]  # a part of the pod, not all of it
+    assert (result.patch, result.mutated, result.injected) == ([], None, ("log-shipper",))
+    events.drain()
+    [(key, pending)] = events.pending.items()
+    assert (key[0].kind, key[0].name, key[1].reason, pending.count) == (
+        "ReplicaSet",
+        "web-7d9f8c6b5",
+        "Injected",
+        1,
+    )
 
 
 def test_nothing_is_queued_for_pods_with_nothing_to_tell() -> None:
     events = _reporter(FakeEventsAPI(), level="warnings")
     _admit(events, [_replica(conflict=False)])  # injected, no warning: not worth a Warning Event
-    assert events.queue.empty()
+    assert not events.queue
 
 
 # --- a failing API ------------------------------------------------------------------------------------
@@ -401,7 +426,7 @@ def test_a_hung_api_fills_the_queue_only_as_far_as_its_bound_and_the_drain_keeps
             _admit(events, [_replica()] * 5)
             await asyncio.sleep(0)
         await asyncio.sleep(0.05)
-        assert events.queue.empty()  # the drain task keeps going
+        assert not events.queue  # the drain task keeps going
         assert sum(p.count for p in events.pending.values()) == 100
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -99,16 +99,26 @@ def test_size_zero_disables_the_cache() -> None:
 
 def test_an_entry_keeps_the_answer_and_what_logs_read_but_not_the_pod() -> None:
     """The patch's operations and the patched pod hold the pod alive: 256 entries of them made the
-    collector's pauses the tail of the latency."""
+    collector's pauses the tail of the latency (and the Events queue's, holding the results until
+    its drain). The first replica gets what the entry keeps, as the others do."""
     cache, store = DecisionCache(8), _store()
-    first = cache.decide(_request(_pod()), policies=store.current(), config=CONFIG, namespace_labels=None)
+    request = _request(_pod())
+    uncached = decide(request, policies=store.current(), config=CONFIG, namespace_labels=None)
+    assert uncached.result is not None
+    assert uncached.result.patch
+    assert uncached.result.mutated is not None
+    first = cache.decide(request, policies=store.current(), config=CONFIG, namespace_labels=None)
     assert first.result is not None
-    assert first.result.patch
-    assert first.result.mutated is not None
+    assert (first.result.patch, first.result.mutated) == ([], None)
+    assert first.response == uncached.response  # the patch is in the answer, encoded
+    assert (first.result.injected, first.result.warnings, first.result.status) == (
+        uncached.result.injected,
+        uncached.result.warnings,
+        uncached.result.status,
+    )
     second = cache.decide(_request(_pod()), policies=store.current(), config=CONFIG, namespace_labels=None)
     assert cache.hits == 1
-    assert second.result is not None
-    assert (second.result.patch, second.result.mutated) == ([], None)
+    assert second.result is first.result
     assert (second.outcome, second.result.injected, second.result.warnings) == (
         first.outcome,
         first.result.injected,
