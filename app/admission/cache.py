@@ -52,13 +52,15 @@ class DecisionCache:
         config: EngineConfig,
         namespace_labels: Mapping[str, str] | None,
     ) -> Verdict:
-        """`decide()`, answered from the cache when the same pod was decided with the same policies."""
+        """`decide()`, answered from the cache when the same pod was decided with the same policies.
+        Every answer carries what an entry keeps (`_kept`): the server reads no more, and the Events
+        queue holds the result until its drain."""
         if self.size <= 0 or request.operation != "CREATE" or request.sub_resource or not request.is_pod():
-            return decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
+            return _kept(decide(request, policies=policies, config=config, namespace_labels=namespace_labels))
         try:
             key = self._key(request, namespace_labels)
         except (TypeError, orjson.JSONEncodeError):  # not re-serialisable (huge ints...): no caching
-            return decide(request, policies=policies, config=config, namespace_labels=namespace_labels)
+            return _kept(decide(request, policies=policies, config=config, namespace_labels=namespace_labels))
         entry = self._entries.get(key)
         if entry is not None and entry[0] is policies:
             self._entries.move_to_end(key)
