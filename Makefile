@@ -12,11 +12,12 @@ PORT ?= 8443
 venv: $(STAMP)
 
 # The engine and the admission step compiled with mypyc in place (app/engine/*.so, app/admission/*.so,
-# setup.py), rebuilt when one of their sources changes.
+# setup.py), rebuilt when one of their sources changes; without a C compiler (none, and not root to
+# install Debian's gcc), their Python sources alone, with a message (hack/lib/compiler.sh).
 $(STAMP): requirements-dev.lock requirements.lock pyproject.toml setup.py $(wildcard app/engine/*.py app/admission/*.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
-	PODGRAFT_COMPILE=1 $(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	compile=$$(hack/lib/compiler.sh $(BIN)/python) && PODGRAFT_COMPILE=$$compile $(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 certs/tls.crt: | $(STAMP)
