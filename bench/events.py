@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from events_server import HungEventsAPI  # noqa: E402
+from measured import settle  # noqa: E402
 from runner import make_certs, podgraft, vegeta, vegeta_tool, wrk  # noqa: E402
 from scenarios import RATES, make_pod, make_review, write_policies  # noqa: E402
 
@@ -46,15 +47,13 @@ def _absorb_seconds(events: WorkloadEvents, requests: list[Any], verdicts: list[
     """CPU seconds of `observe` for every request, then of `drain` (`absorb` for every queued item).
     Each with the heap so far frozen, as the server freezes its start-up heap: otherwise a full
     collection walking the 20,000 parsed pods lands in one of the two and dwarfs it."""
-    gc.collect()
-    gc.freeze()
+    settle()
     started = time.process_time()
     for request, verdict in zip(requests, verdicts, strict=True):
         events.observe(request, verdict)
     observed = time.process_time() - started
     assert len(events.queue) == len(requests)
-    gc.collect()
-    gc.freeze()
+    settle()
     started = time.process_time()
     events.drain()
     absorbed = time.process_time() - started
@@ -76,8 +75,7 @@ def cpu_per_pod(policies: Path) -> dict[str, float]:
             body.replace(b"7d9f8c6b5", b"h%08d" % n) if kind == "distinct" else body for n in range(PODS)
         ]
         requests = [parse_review(b) for b in bodies]
-        gc.collect()
-        gc.freeze()
+        settle()
         started = time.process_time()
         verdicts = [
             cache.decide(r, policies=store.current(), config=config, namespace_labels=None) for r in requests

@@ -48,8 +48,14 @@ def group_of(api_version: str) -> str:
 
 
 def controller_reference(metadata: Mapping[str, Any], namespace: str) -> ObjectRef | None:
-    """The ownerReference marked `controller: true`, as a reference in `namespace`, if any."""
-    for item in as_list(metadata.get("ownerReferences")):
+    """The ownerReference of `metadata` marked `controller: true`, as a reference in `namespace`."""
+    return controller_of(metadata.get("ownerReferences"), namespace)
+
+
+def controller_of(owner_references: object, namespace: str) -> ObjectRef | None:
+    """The one of `owner_references` (an object's `ownerReferences`) marked `controller: true`, as
+    a reference in `namespace`, if any."""
+    for item in as_list(owner_references):
         ref = as_mapping(item)
         kind, name, api_version, uid = (_text(ref.get(k)) for k in ("kind", "name", "apiVersion", "uid"))
         if ref.get("controller") is True and kind and name and api_version:

@@ -37,10 +37,11 @@ from app.cluster.owners import (
     HTTP_TOO_MANY,
     OwnerCache,
     OwnerUnavailable,
-    controller_reference,
+    controller_of,
 )
 from app.cluster.series import NamespaceLimiter, Series, SeriesBook, SeriesKey
 from app.engine.inject import InjectionResult
+from app.engine.podview import as_mapping
 from app.metrics import Metrics
 
 log = logging.getLogger("podgraft.events")
@@ -50,7 +51,6 @@ MAX_PENDING = 1000  # distinct (controller, note) counts waiting for a flush
 MAX_TRIES = 12  # writes (or owner lookups) of one count before it is dropped (client-go's maxTriesPerEvent)
 HTTP_CONFLICT = 409
 
-# (namespace, pod as submitted, what admission made of it)
 # (namespace, the pod's ownerReferences, the result): not the pod, which would stay alive, for the
 # garbage collector to walk, until the drain
 Item = tuple[str, object, InjectionResult]
@@ -295,8 +295,7 @@ class WorkloadEvents:
                 if len(queued) >= self.queue_size:
                     self._dropped.inc()
                     return
-                metadata = request.object.get("metadata")
-                owners = metadata.get("ownerReferences") if isinstance(metadata, dict) else None
+                owners = as_mapping(request.object.get("metadata")).get("ownerReferences")
                 queued.append((request_namespace(request), owners, result))
                 if len(queued) == 1 and self._loop is not None:
                     # One plain callback per turn of the loop that queued anything: under load one turn
@@ -334,7 +333,7 @@ class WorkloadEvents:
         if memo is not None and memo[0] is result and memo[1] == namespace:
             owner, told = memo[2], memo[3]  # a replica answered from the decision cache: the same pod
         else:
-            owner = controller_reference({"ownerReferences": owners}, namespace)
+            owner = controller_of(owners, namespace)
             told = notes(result, level=self.level)
             self._last = (result, namespace, owner, told)
         if owner is None:  # a bare pod: whoever created it got the warnings

@@ -245,23 +245,18 @@ class Node:
 
     def _wait_ready(self) -> None:
         kubelet = next(p for p in self.processes if p.name == "kubelet")
-
-        def ready(core: client.CoreV1Api) -> bool:
-            node = raw_json(core.read_node, NODE_NAME)
-            conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions") or []}
-            info = node.get("status", {}).get("nodeInfo") or {}
-            self.kubelet_version = str(info.get("kubeletVersion", ""))
-            self.runtime_version = str(info.get("containerRuntimeVersion", ""))
-            return conditions.get("Ready") == "True" and not node["spec"].get("taints")
-
         with api_client(self.plane.admin_kubeconfig) as api:
             core = client.CoreV1Api(api)
-            wait_for(
-                lambda: ready(core),
-                timeout=120,
-                what=f"node {NODE_NAME} Ready and untainted",
-                process=kubelet,
-            )
+
+            def ready() -> bool:
+                node = raw_json(core.read_node, NODE_NAME)
+                conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions") or []}
+                info = node.get("status", {}).get("nodeInfo") or {}
+                self.kubelet_version = str(info.get("kubeletVersion", ""))
+                self.runtime_version = str(info.get("containerRuntimeVersion", ""))
+                return conditions.get("Ready") == "True" and not node["spec"].get("taints")
+
+            wait_for(ready, timeout=120, what=f"node {NODE_NAME} Ready and untainted", process=kubelet)
         # what runs is what is pinned: the kubelet of k8s.io/kubernetes, the containerd of setup.sh
         if self.kubelet_version != pinned_kubernetes():
             raise RuntimeError(f"the node runs kubelet {self.kubelet_version}, pinned: {pinned_kubernetes()}")
